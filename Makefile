@@ -1,0 +1,36 @@
+# Two entry points on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision are pinned here (not in pyproject, which keeps compatible ranges) to the
+# builds this project is tested with; override with `make TORCH_PIN= ...` to let pip choose.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+SHARED ?= ../shared
+
+.PHONY: run test lint bench install worker
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/nst-bot
+
+worker: install
+	$(BIN)/nst-worker
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install
+	$(BIN)/ruff check .
+	NST_SHARED_DIR=$(SHARED) $(BIN)/python -m pytest -q
+
+bench: install
+	NST_SHARED_DIR=$(SHARED) $(BIN)/python benchmarks/bench_core.py --json benchmarks/last_core.json

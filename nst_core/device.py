@@ -1,0 +1,68 @@
+"""Which device runs the engine, and how large an image it can afford.
+
+Sizes are refused up front with a clear message rather than discovered by an
+out-of-memory crash half-way through a job.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from nst_core.settings import MAX_SIZE, MIN_SIZE
+
+#: Bytes of working memory per output pixel for VGG19 to relu5_1 with gradients, L-BFGS
+#: history and the coarse-to-fine copies; measured on the CPU at 256-1024 px (float32).
+BYTES_PER_PIXEL = 9_000
+
+
+def pick_device(requested: str | None = None) -> str:
+    """``requested`` if usable, else the best available: cuda > mps > cpu."""
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} is not available: no CUDA GPU found")
+        if requested == "mps" and not (torch.backends.mps.is_available()):
+            raise ValueError("device 'mps' is not available on this machine")
+        if requested.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"unknown device {requested!r}: use cpu, cuda, cuda:N, mps or auto")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=8)
+def describe_device(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    if device == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device
+
+
+def available_memory(device: str) -> int:
+    """Bytes the engine may use on ``device``."""
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.9)
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return int(pages * 0.8)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
+
+
+def max_size(device: str, aspect: float = 1.0) -> int:
+    """Largest long side (px) that fits in memory for an image of aspect ``short/long``."""
+    pixels = available_memory(device) / BYTES_PER_PIXEL
+    side = int((pixels / max(aspect, 1e-3)) ** 0.5)
+    return max(MIN_SIZE, min(MAX_SIZE, side))
+
+
+def default_size(device: str) -> int:
+    """A long side that finishes in seconds on a GPU and in about a minute on a CPU."""
+    return min(max_size(device), 768 if device.startswith("cuda") else 512)

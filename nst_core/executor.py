@@ -1,0 +1,304 @@
+"""The executor contract: how the bot hands jobs to whatever runs them.
+
+One small interface with two implementations, so handlers and tests never care
+which one runs:
+
+* ``LocalExecutor`` (here): one worker thread per process that keeps the model
+  warm on the device and runs jobs one at a time.  The default.
+* ``CeleryExecutor`` (``nst_core.celery_executor``): Redis broker, any number of
+  ``nst-worker`` processes.  For when one machine is not enough.
+
+Both report the same events, delivered on the caller's event loop through the
+``on_event`` coroutine given to ``start``:
+``JobQueued(position, eta)`` · ``JobProgress(fraction, eta)`` ·
+``JobDone(image bytes)`` · ``JobFailed(reason)`` · ``JobCancelled``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nst_core.settings import StyleSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    """One style of a job: a preset slug or the bytes of the user's own image."""
+
+    preset: str | None = None
+    image: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.preset is None) == (self.image is None):
+            raise ValueError("a style is either a preset slug or image bytes")
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs, and nothing that needs the bot token."""
+
+    id: str
+    content: bytes = field(repr=False)
+    styles: tuple[StyleRef, ...]
+    settings: StyleSettings = field(default_factory=StyleSettings)
+    output_format: str = "JPEG"
+
+
+@dataclass(frozen=True)
+class JobQueued:
+    job_id: str
+    position: int  # 1 = next to start
+    eta_s: float | None = None  # seconds until the result, best guess
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: str
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: str
+    fraction: float  # 0..1 of the work (cost-weighted, not step-counted)
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
+class JobDone:
+    job_id: str
+    image: bytes = field(repr=False)
+    seconds: float = 0.0
+    width: int = 0
+    height: int = 0
+    format: str = "JPEG"
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    job_id: str
+    reason: str  # for the end user
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job_id: str
+
+
+JobEvent = JobQueued | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
+EventSink = Callable[[JobEvent], Awaitable[None]]
+
+
+class Executor(abc.ABC):
+    """Runs jobs somewhere and reports on them.  All methods run on the caller's loop."""
+
+    @abc.abstractmethod
+    async def start(self, on_event: EventSink) -> None:
+        """Begin running jobs; every later event goes to ``on_event``."""
+
+    @abc.abstractmethod
+    async def submit(self, job: Job) -> None:
+        """Queue ``job``; a ``JobQueued`` event follows.  Resubmitting a known id is a no-op."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; True if it was known and not finished."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop taking work.  Queued jobs are not lost: the caller keeps them in its database."""
+
+    @abc.abstractmethod
+    async def queue_length(self) -> int:
+        """Jobs waiting or running."""
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Human-readable description of where jobs run."""
+
+    async def position(self, job_id: str) -> int | None:
+        """1-based place in the queue (0 = running), None if unknown."""
+        return None
+
+
+class _DurationModel:
+    """Guesses how long a job takes from the last few, for queue ETAs."""
+
+    def __init__(self, default_s: float = 30.0) -> None:
+        self._recent: collections.deque[float] = collections.deque(maxlen=20)
+        self._default = default_s
+
+    def add(self, seconds: float) -> None:
+        self._recent.append(seconds)
+
+    @property
+    def typical(self) -> float:
+        if not self._recent:
+            return self._default
+        return sorted(self._recent)[len(self._recent) // 2]
+
+
+class LocalExecutor(Executor):
+    """Runs jobs one at a time on a worker thread that keeps the model warm.
+
+    Torch releases the GIL inside its kernels, so the bot's event loop stays
+    responsive while a job runs; the loop itself never touches torch.
+    """
+
+    def __init__(self, device: str | None = None, *, timeout_s: float | None = None, threads: int | None = None):
+        self._device_arg = device
+        self._timeout_s = timeout_s
+        self._threads = threads
+        self._pending: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._running: tuple[Job, threading.Event] | None = None
+        self._running_eta: float | None = None
+        self._cancelled_running = False
+        self._wakeup = asyncio.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-worker")
+        self._task: asyncio.Task | None = None
+        self._on_event: EventSink | None = None
+        self._durations = _DurationModel()
+        self._resolved_device: str | None = None
+
+    @property
+    def device(self) -> str:
+        from nst_core.device import describe_device, pick_device
+
+        if self._resolved_device is None:
+            self._resolved_device = pick_device(self._device_arg)
+        return describe_device(self._resolved_device)
+
+    async def start(self, on_event: EventSink) -> None:
+        from nst_core.device import pick_device
+
+        self._on_event = on_event
+        self._resolved_device = pick_device(self._device_arg)
+        self._task = asyncio.create_task(self._run_forever(), name="local-executor")
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            self._running[1].set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    async def submit(self, job: Job) -> None:
+        if job.id in self._pending or (self._running and self._running[0].id == job.id):
+            return
+        self._pending[job.id] = job
+        self._wakeup.set()
+        await self._emit(JobQueued(job.id, self._position_of(job.id), self._eta_of(job.id)))
+
+    async def cancel(self, job_id: str) -> bool:
+        if self._pending.pop(job_id, None) is not None:
+            await self._emit(JobCancelled(job_id))
+            await self._announce_positions()
+            return True
+        if self._running is not None and self._running[0].id == job_id:
+            self._running[1].set()  # the worker thread stops at its next step
+            return True
+        return False
+
+    async def queue_length(self) -> int:
+        return len(self._pending) + (1 if self._running else 0)
+
+    async def position(self, job_id: str) -> int | None:
+        if self._running is not None and self._running[0].id == job_id:
+            return 0
+        return self._position_of(job_id) if job_id in self._pending else None
+
+    def _position_of(self, job_id: str) -> int:
+        return list(self._pending).index(job_id) + 1
+
+    def _eta_of(self, job_id: str) -> float:
+        ahead = self._position_of(job_id) - 1
+        running = 0.0
+        if self._running is not None:
+            running = self._running_eta if self._running_eta is not None else self._durations.typical / 2
+        return running + (ahead + 1) * self._durations.typical
+
+    async def _announce_positions(self) -> None:
+        for job_id in list(self._pending):
+            await self._emit(JobQueued(job_id, self._position_of(job_id), self._eta_of(job_id)))
+
+    async def _emit(self, event: JobEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # a broken listener must not kill the executor
+            log.exception("event handler failed for %s", type(event).__name__)
+
+    async def _run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            _, job = self._pending.popitem(last=False)
+            cancel = threading.Event()
+            self._running = (job, cancel)
+            self._running_eta = None
+            await self._emit(JobStarted(job.id, self._durations.typical))
+            await self._announce_positions()
+            await self._run_one(loop, job, cancel)
+            self._running = None
+
+    async def _run_one(self, loop: asyncio.AbstractEventLoop, job: Job, cancel: threading.Event) -> None:
+        from nst_core.runner import JobCancelledError, run_job
+
+        last_sent = 0.0
+
+        def on_progress(fraction: float, eta_s: float | None) -> None:
+            nonlocal last_sent
+            self._running_eta = eta_s
+            now = time.monotonic()
+            if now - last_sent < 0.5 and fraction < 1.0:
+                return
+            last_sent = now
+            asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
+
+        started = time.monotonic()
+        future = loop.run_in_executor(
+            self._pool, lambda: run_job(job, device=self._resolved_device, progress=on_progress, cancel=cancel)
+        )
+        try:
+            if self._timeout_s:
+                result = await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+            else:
+                result = await future
+        except TimeoutError:
+            cancel.set()
+            with contextlib.suppress(Exception):
+                await future
+            await self._emit(JobFailed(job.id, f"it took longer than the {self._timeout_s:.0f} s limit"))
+            return
+        except JobCancelledError:
+            await self._emit(JobCancelled(job.id))
+            return
+        except Exception as exc:
+            from nst_core.runner import user_message
+
+            log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, ValueError))
+            await self._emit(JobFailed(job.id, user_message(exc)))
+            return
+        self._durations.add(time.monotonic() - started)
+        await self._emit(
+            JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format)
+        )

@@ -1,0 +1,146 @@
+"""Turning whatever people upload into clean RGB images, and images into files.
+
+Uploads come from phones and the web: rotated JPEGs, palette PNGs with
+transparency, CMYK print files, 16-bit scans, animated GIFs, and sometimes
+things that are not images at all.  Every failure here raises ``ImageError``
+with a message that names the problem, never a PIL traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Refuse anything larger before decoding it (a decompression bomb is a tiny file
+#: that decodes to gigabytes).  50 megapixels covers every phone camera.
+MAX_INPUT_PIXELS = 50_000_000
+
+
+class ImageError(ValueError):
+    """An input is not a usable image; the message is meant for the end user."""
+
+
+def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Decode ``source`` (bytes or a path) into an RGB image, upright, first frame only."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ImageError(f"the {what} is empty (0 bytes)")
+        fp: io.BytesIO | Path = io.BytesIO(bytes(source))
+        name = what
+    else:
+        fp = Path(source)
+        name = f"{what} {fp.name}"
+        if not fp.is_file():
+            raise ImageError(f"{name}: no such file")
+        if fp.stat().st_size == 0:
+            raise ImageError(f"{name} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"the {what} is too large: {w}x{h} is {w * h / 1e6:.0f} megapixels, "
+                    f"the limit is {max_pixels / 1e6:.0f}"
+                )
+            img.seek(0)  # animated GIF/WebP/APNG: the first frame
+            img.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageError(f"the {what} is not an image (or not a format I can read)") from None
+        raise ImageError(f"the {what} has too many pixels to open safely") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc).lower()
+        if "truncated" in msg or "broken" in msg or isinstance(exc, EOFError):
+            raise ImageError(f"the {what} is truncated or corrupted") from None
+        raise ImageError(f"the {what} could not be decoded ({exc})") from None
+    return to_rgb(ImageOps.exif_transpose(img) or img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB of any mode: transparency is composited over white, 16-bit is scaled down."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale: PIL's 'L' conversion clips at 255, so scale instead.
+        t = torch.frombuffer(bytearray(img.convert("I").tobytes()), dtype=torch.int32).float()
+        hi = 65535.0 if t.max() > 255 else 255.0
+        t = (t / hi * 255).round().clamp(0, 255).to(torch.uint8)
+        img = Image.frombytes("L", img.size, t.numpy().tobytes())
+    if img.mode == "F":
+        img = img.point(lambda v: v * 255 if v <= 1 else v).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("LA", "La", "PA", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    if img.mode == "CMYK":
+        # Most CMYK files from Photoshop are inverted (Adobe); PIL handles the common case.
+        return img.convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(w, h) scaled so that the longer side is ``long_side`` (each side at least 1 px)."""
+    w, h = size
+    s = long_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def fit_area(size: tuple[int, int], pixels: int) -> tuple[int, int]:
+    """(w, h) scaled to about ``pixels`` in area, keeping the aspect ratio."""
+    w, h = size
+    s = math.sqrt(pixels / (w * h))
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if img.size == size:
+        return img
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """(1, 3, H, W) float32 in [0, 1]."""
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    x = x.detach().squeeze(0).clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy(), "RGB")
+
+
+def save_image(img: Image.Image, path: str | Path) -> Path:
+    """Save as PNG or JPEG (quality 95) by the extension."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in (".jpg", ".jpeg"):
+        img.save(path, "JPEG", quality=95, subsampling=0, optimize=True)
+    elif ext == ".png":
+        img.save(path, "PNG")
+    elif ext == ".webp":
+        img.save(path, "WEBP", quality=95)
+    else:
+        raise ImageError(f"output must end in .jpg, .jpeg, .png or .webp, not {path.name!r}")
+    return path
+
+
+def encode(img: Image.Image, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    if fmt.upper() in ("JPEG", "JPG"):
+        img.save(buf, "JPEG", quality=95, subsampling=0, optimize=True)
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,160 @@
+"""The preset paintings: a catalog in the package, images fetched into a cache.
+
+The repository holds facts about the paintings (title, artist, licence, pinned
+source URL, sha256), never the images.  ``fetch`` downloads an image by its
+pinned URL, checks the hash and writes it atomically; a file whose hash
+differs is refused, so a tampered or truncated cache never reaches a user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from PIL import Image
+
+CACHE_ENV = "NST_PRESET_DIR"
+#: A folder of already-downloaded preset files (e.g. ``../shared/presets``) used
+#: instead of the network; tests and CI point it at the shared copies.
+SOURCE_ENV = "NST_PRESET_SOURCE_DIR"
+
+
+class PresetError(ValueError):
+    """A preset is unknown, unavailable or fails its hash check; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    slug: str
+    title: str
+    artist: str
+    year: str
+    artist_died: int
+    file: str
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    raw_url: str
+    source_repo: str
+    source_commit: str
+    source_path: str
+    public_domain_reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} — {self.artist}, {self.year}"
+
+
+@functools.cache
+def catalog() -> dict[str, Preset]:
+    text = resources.files("nst_core").joinpath("presets.json").read_text(encoding="utf-8")
+    return {entry["slug"]: Preset(**entry) for entry in json.loads(text)}
+
+
+def get(slug: str) -> Preset:
+    """The preset called ``slug``, or a PresetError that suggests the closest name."""
+    presets = catalog()
+    key = slug.strip().lower().replace("_", "-").replace(" ", "-")
+    if key in presets:
+        return presets[key]
+    close = difflib.get_close_matches(key, list(presets), n=1, cutoff=0.4)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise PresetError(f"there is no preset called {slug!r}.{hint}")
+
+
+def suggest(name: str) -> str | None:
+    close = difflib.get_close_matches(name.strip().lower(), list(catalog()), n=1, cutoff=0.4)
+    return close[0] if close else None
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("nst-bot")) / "presets"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _install(preset: Preset, data_path: Path, dest: Path) -> Path:
+    """Verify ``data_path`` against the catalog and move it into place atomically."""
+    digest = sha256_of(data_path)
+    if digest != preset.sha256:
+        raise PresetError(
+            f"preset {preset.slug!r}: file has sha256 {digest[:12]}…, expected {preset.sha256[:12]}…; refused"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(data_path, dest)
+    return dest
+
+
+def path(slug: str) -> Path:
+    """Where the preset's image lives in the cache (it may not be there yet)."""
+    preset = get(slug)
+    return cache_dir() / preset.file
+
+
+def is_cached(slug: str) -> bool:
+    """True if the cached file exists and has the catalog's hash."""
+    p = path(slug)
+    return p.is_file() and sha256_of(p) == get(slug).sha256
+
+
+def fetch(slug: str, *, timeout: float = 60.0) -> Path:
+    """Make sure the preset is in the cache, downloading it if needed; returns its path."""
+    preset = get(slug)
+    dest = cache_dir() / preset.file
+    if dest.is_file():
+        if sha256_of(dest) == preset.sha256:
+            return dest
+        dest.unlink()  # damaged or tampered: fetch it again
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{preset.slug}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            source_dir = os.environ.get(SOURCE_ENV)
+            local = Path(source_dir) / preset.file if source_dir else None
+            if local is not None and local.is_file():
+                with local.open("rb") as src:
+                    shutil.copyfileobj(src, out)
+            else:
+                try:
+                    with urllib.request.urlopen(preset.raw_url, timeout=timeout) as resp:
+                        shutil.copyfileobj(resp, out)
+                except OSError as exc:
+                    raise PresetError(f"could not download preset {preset.slug!r}: {exc}") from None
+        return _install(preset, tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(file_path: str, mtime: float) -> Image.Image:
+    from nst_core.images import open_image
+
+    return open_image(Path(file_path), what="preset")
+
+
+def load_preset_image(slug: str) -> Image.Image:
+    """The preset as an RGB image (fetched into the cache first if needed)."""
+    p = fetch(slug)
+    return _load_cached(str(p), p.stat().st_mtime)

@@ -1,0 +1,57 @@
+"""Running one executor ``Job`` to finished image bytes: shared by every executor."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nst_core.executor import Job
+from nst_core.images import ImageError, encode, open_image
+from nst_core.presets import PresetError, load_preset_image
+from nst_core.settings import SettingsError
+from nst_core.transfer import Cancelled, StylizeError, stylize
+
+JobCancelledError = Cancelled
+
+
+@dataclass(frozen=True)
+class JobResult:
+    image: bytes = field(repr=False)
+    seconds: float
+    width: int
+    height: int
+    format: str
+
+
+def run_job(
+    job: Job,
+    *,
+    device: str | None = None,
+    progress: Callable[[float, float | None], None] | None = None,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+) -> JobResult:
+    """Decode the inputs, stylize, encode.  Raises ``Cancelled`` or a user-facing error."""
+    started = time.monotonic()
+    content = open_image(job.content, what="photo")
+    styles = [
+        load_preset_image(ref.preset) if ref.preset else open_image(ref.image, what="style image")
+        for ref in job.styles
+    ]
+    callback = None
+    if progress is not None:
+        def callback(p):
+            progress(p.fraction, p.eta)
+    result = stylize(content, styles, job.settings, device=device, progress=callback, cancel=cancel)
+    data = encode(result, job.output_format)
+    return JobResult(data, time.monotonic() - started, result.width, result.height, job.output_format)
+
+
+def user_message(exc: BaseException) -> str:
+    """What to tell the user when a job fails."""
+    if isinstance(exc, ImageError | SettingsError | PresetError | StylizeError):
+        return str(exc)
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return "the image was too large for the painter's memory; try a smaller /size"
+    return "something went wrong in the painter; please try again"

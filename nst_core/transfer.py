@@ -1,0 +1,422 @@
+"""Gatys-style neural style transfer: the whole algorithm in one module.
+
+The objective is the classic one (Gatys, Ecker & Bethge 2016): match VGG19
+relu4_2 activations of the photo (content) and Gram matrices of relu1_1 …
+relu5_1 of the painting (style), plus a small total-variation term, by
+optimising the pixels themselves with L-BFGS.
+
+What makes it fast is the route to the optimum, not the objective:
+
+* **Start close.** The photo recoloured to the painting's colour statistics is
+  much nearer the optimum than the photo itself.
+* **Coarse to fine.** Most steps run at a quarter or a sixteenth of the pixels;
+  each finer scale starts from the upsampled result *plus the photo's own fine
+  detail* (plain upsampling would throw away exactly the high frequencies the
+  relu1_1 Gram matrix asks for).
+* **A Laplacian-pyramid parametrisation.** L-BFGS starts from an identity
+  Hessian guess, which in pixel space makes low frequencies crawl; optimising
+  the pyramid's levels instead moves them at the pace of the fine ones.
+
+Losses are normalised by the energy of their targets, so one set of default
+weights works at every resolution and for every painting.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from nst_core import device as devices
+from nst_core.images import fit_area, fit_long_side, open_image, resize, to_pil, to_tensor
+from nst_core.settings import Optimizer, Quality, StyleSettings
+from nst_core.vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, cached_features
+
+ImageInput = Image.Image | bytes | str | Path
+CancelCheck = threading.Event | Callable[[], bool]
+
+
+class StylizeError(RuntimeError):
+    """The stylization cannot run as asked; the message is meant for the end user."""
+
+
+class Cancelled(Exception):
+    """The caller's ``cancel`` check fired; raised between optimisation steps."""
+
+
+@dataclass(frozen=True)
+class StylizeProgress:
+    """Handed to the ``progress`` callback after every optimisation step."""
+
+    scale: int  # 1-based index of the current scale
+    scales: int
+    width: int
+    height: int
+    step: int  # steps done, over all scales
+    total_steps: int
+    loss: float  # the objective at the current scale
+    content_loss: float
+    style_loss: float
+    tv_loss: float
+    elapsed: float
+    eta: float | None  # seconds left, estimated from the cost of the steps done so far
+    fraction: float  # 0..1, weighted by the cost (pixels) of each step
+
+
+# ---------------------------------------------------------------------------
+# The objective
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Channel co-activations averaged over positions: resolution-independent.
+
+    Computed in float32 even under autocast: half-precision sums over a
+    million positions overflow.
+    """
+    n, c, h, w = features.shape
+    f = features.float().reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (h * w)
+
+
+@dataclass
+class Objective:
+    """Per-layer weights of content, style and TV terms.
+
+    With ``normalize`` each term is divided by the energy of its target
+    (mean square of the target features or Gram), which makes the terms
+    comparable across layers, paintings and sizes.  Without it the weights are
+    used as given, which is how other implementations (e.g. pastiche) define
+    theirs, so that they can be reproduced exactly.
+    """
+
+    content_layers: dict[str, float]
+    style_layers: dict[str, float]
+    tv_weight: float = 0.0
+    normalize: bool = True
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+
+def default_objective(strength: int, tv_weight: float = 1.0) -> Objective:
+    """Strength 1..10 moves the style/content balance by a constant factor per step."""
+    style = 2.0 ** ((strength - 5) * 0.75) * 30.0
+    per_layer = style / len(STYLE_LAYERS)
+    return Objective(
+        content_layers={layer: 1.0 for layer in CONTENT_LAYERS},
+        style_layers={layer: per_layer for layer in STYLE_LAYERS},
+        tv_weight=tv_weight * 3.0,
+        normalize=True,
+    )
+
+
+class Loss(torch.nn.Module):
+    """The objective at one scale, with its targets computed once."""
+
+    def __init__(
+        self,
+        model: VGGFeatures,
+        objective: Objective,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        blend: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        with torch.no_grad():
+            feats = model(content, objective.content_layers)
+            self.content_targets = {k: v.detach().float() for k, v in feats.items()}
+            self.gram_targets: dict[str, torch.Tensor] = {}
+            for style, w in zip(styles, blend, strict=True):
+                for layer, g in model(style, objective.style_layers).items():
+                    g = gram(g) * w
+                    self.gram_targets[layer] = self.gram_targets.get(layer, 0) + g
+        self.content_scale = {
+            k: 1.0 / (v.square().mean().item() + 1e-8) if objective.normalize else 1.0
+            for k, v in self.content_targets.items()
+        }
+        self.style_scale = {
+            k: 1.0 / (v.square().mean().item() + 1e-8) if objective.normalize else 1.0
+            for k, v in self.gram_targets.items()
+        }
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        obj = self.objective
+        feats = self.model(x, obj.layers)
+        content = sum(
+            w * self.content_scale[k] * F.mse_loss(feats[k].float(), self.content_targets[k])
+            for k, w in obj.content_layers.items()
+        )
+        style = sum(
+            w * self.style_scale[k] * F.mse_loss(gram(feats[k]), self.gram_targets[k])
+            for k, w in obj.style_layers.items()
+        )
+        total = content + style
+        tv = torch.zeros((), device=x.device)
+        if obj.tv_weight:
+            tv = obj.tv_weight * (
+                (x[..., 1:, :] - x[..., :-1, :]).square().mean() + (x[..., :, 1:] - x[..., :, :-1]).square().mean()
+            )
+            total = total + tv
+        return total, {"content": float(content.detach()), "style": float(style.detach()), "tv": float(tv.detach())}
+
+
+# ---------------------------------------------------------------------------
+# Image parametrisation
+
+
+def _half(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def pyramid_split(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """Laplacian pyramid, finest level first; ``pyramid_join`` inverts it exactly."""
+    out = []
+    for _ in range(levels - 1):
+        if min(x.shape[-2:]) < 16:
+            break
+        low = _half(x)
+        out.append(x - _up(low, x.shape[-2:]))
+        x = low
+    out.append(x)
+    return out
+
+
+def pyramid_join(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    x = levels[-1]
+    for band in reversed(levels[:-1]):
+        x = _up(x, band.shape[-2:]) + band
+    return x
+
+
+def match_color(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` with the per-channel mean and standard deviation of ``reference``."""
+    xm, xs = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True) + 1e-5
+    rm, rs = reference.mean((2, 3), keepdim=True), reference.std((2, 3), keepdim=True)
+    return ((x - xm) / xs * rs + rm).clamp(0, 1)
+
+
+# YIQ: luminance in the first channel, chroma in the other two (Gatys et al. 2017, colour preservation).
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _yiq(x: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", _RGB_TO_YIQ.to(x), x)
+
+
+def _rgb(y: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(_RGB_TO_YIQ).to(y), y)
+
+
+def luminance_only(x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Greyscale (3 equal channels), optionally with the luminance mean/std of ``like``."""
+    y = _yiq(x)[:, :1]
+    if like is not None:
+        ly = _yiq(like)[:, :1]
+        y = (y - y.mean()) / (y.std() + 1e-5) * ly.std() + ly.mean()
+    return y.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+
+
+def with_chroma_of(luma_image: torch.Tensor, colour_source: torch.Tensor) -> torch.Tensor:
+    src = _yiq(colour_source)
+    out = torch.cat([_yiq(luma_image)[:, :1], src[:, 1:]], dim=1)
+    return _rgb(out).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------
+# The schedule
+
+
+@dataclass(frozen=True)
+class Scale:
+    width: int
+    height: int
+    steps: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+#: Steps per scale, coarsest first; the last entry is for the output size.  A
+#: coarse step costs a quarter of the next finer one.
+STEPS = {
+    Quality.FAST: (60, 30, 15),
+    Quality.BALANCED: (100, 60, 30),
+    Quality.BEST: (200, 120, 80),
+}
+MIN_COARSE_SIDE = 128
+
+
+def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = None) -> list[Scale]:
+    """Scales from coarse to fine: each halves the long side, none below 128 px."""
+    w, h = size
+    table = tuple(steps) if steps is not None else STEPS[quality]
+    sizes = [(w, h)]
+    while len(sizes) < len(table) and max(sizes[-1]) // 2 >= MIN_COARSE_SIDE:
+        sw, sh = sizes[-1]
+        sizes.append((max(1, round(sw / 2)), max(1, round(sh / 2))))
+    sizes.reverse()
+    used = table[len(table) - len(sizes) :]
+    # Fewer scales (small outputs): spend the coarse scales' budget on the first one.
+    if len(sizes) < len(table):
+        spare = sum(table[: len(table) - len(sizes)])
+        used = (used[0] + spare // 2, *used[1:])
+    return [Scale(sw, sh, n) for (sw, sh), n in zip(sizes, used, strict=True)]
+
+
+# ---------------------------------------------------------------------------
+# The driver
+
+
+def _as_image(x: ImageInput, what: str) -> Image.Image:
+    return x.convert("RGB") if isinstance(x, Image.Image) else open_image(x, what=what)
+
+
+def _is_cancelled(cancel: CancelCheck | None) -> bool:
+    if cancel is None:
+        return False
+    return cancel.is_set() if isinstance(cancel, threading.Event) else bool(cancel())
+
+
+def _check_memory(device: str, size: tuple[int, int], n_styles: int, style_scale: float) -> None:
+    w, h = size
+    need = w * h * devices.BYTES_PER_PIXEL * (1 + 0.25 * n_styles * style_scale**2)
+    have = devices.available_memory(device)
+    if need > have:
+        largest = devices.max_size(device, min(w, h) / max(w, h))
+        raise StylizeError(
+            f"{w}x{h} needs about {need / 2**30:.1f} GiB of memory on {device} and only "
+            f"{have / 2**30:.1f} GiB is free; the largest size that fits is about {largest} px"
+        )
+
+
+def stylize(
+    content: ImageInput,
+    styles: Sequence[ImageInput] | ImageInput,
+    settings: StyleSettings | None = None,
+    *,
+    device: str | None = None,
+    progress: Callable[[StylizeProgress], None] | None = None,
+    cancel: CancelCheck | None = None,
+    objective: Objective | None = None,
+    steps: Sequence[int] | None = None,
+) -> Image.Image:
+    """Paint ``content`` in the style of ``styles``; returns an RGB image.
+
+    ``objective`` and ``steps`` override the defaults derived from
+    ``settings`` (benchmarks and experiments use them).  ``cancel`` is checked
+    before every step and raises ``Cancelled``.
+    """
+    settings = settings or StyleSettings()
+    if isinstance(styles, Image.Image | bytes | str | Path):
+        styles = [styles]
+    if not styles:
+        raise StylizeError("at least one style image is needed")
+    blend = settings.blend_weights(len(styles))
+    dev = devices.pick_device(device)
+    content_img = _as_image(content, "photo")
+    style_imgs = [_as_image(s, "style image") for s in styles]
+
+    long_side = settings.size or devices.default_size(dev)
+    out_size = fit_long_side(content_img.size, long_side)
+    _check_memory(dev, out_size, len(style_imgs), settings.style_scale)
+    objective = objective or default_objective(settings.strength, settings.tv_weight)
+    schedule = plan(out_size, settings.quality, steps)
+
+    torch.manual_seed(settings.seed)
+    model = cached_features(dev)
+    use_amp = dev.startswith("cuda")
+    if use_amp:
+        torch.backends.cudnn.benchmark = True
+
+    def tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+        t = to_tensor(resize(img, size)).to(dev)
+        return t.contiguous(memory_format=torch.channels_last) if use_amp else t
+
+    started = time.monotonic()
+    total_cost = sum(s.steps * s.pixels for s in schedule)
+    done_cost = 0.0
+    done_steps = 0
+    total_steps = sum(s.steps for s in schedule)
+    x: torch.Tensor | None = None
+    photo = None
+
+    try:
+        for index, scale in enumerate(schedule, start=1):
+            size = (scale.width, scale.height)
+            photo = tensor(content_img, size)
+            style_ts = [tensor(s, fit_area(s.size, int(scale.pixels * settings.style_scale**2))) for s in style_imgs]
+            target_photo = photo
+            if settings.preserve_colors:
+                target_photo = luminance_only(photo)
+                style_ts = [luminance_only(s, like=photo) for s in style_ts]
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss_fn = Loss(model, objective, target_photo, style_ts, blend)
+
+            if x is None:
+                start = target_photo if settings.preserve_colors else match_color(photo, style_ts[0])
+            else:
+                # The previous scale's result, upsampled, plus the fine detail it could not hold.
+                start_full = target_photo if settings.preserve_colors else match_color(photo, style_ts[0])
+                detail = start_full - _up(_half(start_full), size[::-1])
+                start = (_up(x, size[::-1]) + detail).clamp(0, 1)
+
+            levels = [p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True) for p in pyramid_split(start, 4)]
+
+            def closure(loss_fn: Loss = loss_fn, levels: list[torch.Tensor] = levels, scale: Scale = scale,
+                        index: int = index) -> torch.Tensor:
+                nonlocal done_cost, done_steps
+                if _is_cancelled(cancel):
+                    raise Cancelled()
+                optimizer.zero_grad(set_to_none=True)
+                image = pyramid_join(levels)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    loss, parts = loss_fn(image)
+                loss.backward()
+                done_steps += 1
+                done_cost += scale.pixels
+                if progress is not None:
+                    elapsed = time.monotonic() - started
+                    fraction = min(1.0, done_cost / total_cost)
+                    eta = elapsed / fraction * (1 - fraction) if done_steps >= 3 else None
+                    progress(
+                        StylizeProgress(
+                            index, len(schedule), scale.width, scale.height, done_steps, total_steps,
+                            float(loss.detach()), parts["content"], parts["style"], parts["tv"], elapsed, eta, fraction,
+                        )
+                    )
+                return loss
+
+            if settings.optimizer == Optimizer.LBFGS:
+                optimizer = torch.optim.LBFGS(
+                    levels, lr=1.0, max_iter=scale.steps, max_eval=scale.steps, history_size=50,
+                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+                )
+                optimizer.step(closure)
+            else:
+                optimizer = torch.optim.Adam(levels, lr=0.02)
+                for _ in range(scale.steps):
+                    optimizer.step(closure)
+            with torch.no_grad():
+                x = pyramid_join(levels).clamp(0, 1)
+    except torch.cuda.OutOfMemoryError:
+        raise StylizeError("the image was too large for the GPU's memory; try a smaller size") from None
+
+    assert x is not None and photo is not None
+    if settings.preserve_colors:
+        x = with_chroma_of(x, photo)
+    return to_pil(x)

@@ -1,0 +1,29 @@
+"""Shared fixtures: the preset cache is seeded from ../shared/presets, never downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared")).resolve()
+SHARED_PRESETS = SHARED / "presets"
+SHARED_CONTENT = SHARED / "content"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test sees a private preset cache that fills itself from the shared copies."""
+    if not SHARED_PRESETS.is_dir():
+        pytest.exit(f"shared presets not found at {SHARED_PRESETS}; set NST_SHARED_DIR", returncode=2)
+    cache = tmp_path_factory.mktemp("presets")
+    os.environ["NST_PRESET_DIR"] = str(cache)
+    os.environ["NST_PRESET_SOURCE_DIR"] = str(SHARED_PRESETS)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def content_dir() -> Path:
+    return SHARED_CONTENT
