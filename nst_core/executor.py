@@ -158,10 +158,12 @@ class LocalExecutor(Executor):
     responsive while a job runs; the loop itself never touches torch.
     """
 
-    def __init__(self, device: str | None = None, *, timeout_s: float | None = None, threads: int | None = None):
+    def __init__(
+        self, device: str | None = None, *, timeout_s: float | None = None, steps: tuple[int, ...] | None = None
+    ):
         self._device_arg = device
+        self._steps = steps
         self._timeout_s = timeout_s
-        self._threads = threads
         self._pending: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._running: tuple[Job, threading.Event] | None = None
         self._running_eta: float | None = None
@@ -276,7 +278,9 @@ class LocalExecutor(Executor):
 
         started = time.monotonic()
         future = loop.run_in_executor(
-            self._pool, lambda: run_job(job, device=self._resolved_device, progress=on_progress, cancel=cancel)
+            self._pool, lambda: run_job(
+                job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps
+            )
         )
         try:
             if self._timeout_s:

@@ -31,8 +31,12 @@ def run_job(
     device: str | None = None,
     progress: Callable[[float, float | None], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
+    steps: tuple[int, ...] | None = None,
 ) -> JobResult:
-    """Decode the inputs, stylize, encode.  Raises ``Cancelled`` or a user-facing error."""
+    """Decode the inputs, stylize, encode.  Raises ``Cancelled`` or a user-facing error.
+
+    ``steps`` overrides the quality's schedule (tests and smoke runs use a handful of steps).
+    """
     started = time.monotonic()
     content = open_image(job.content, what="photo")
     styles = [
@@ -43,7 +47,7 @@ def run_job(
     if progress is not None:
         def callback(p):
             progress(p.fraction, p.eta)
-    result = stylize(content, styles, job.settings, device=device, progress=callback, cancel=cancel)
+    result = stylize(content, styles, job.settings, device=device, progress=callback, cancel=cancel, steps=steps)
     data = encode(result, job.output_format)
     return JobResult(data, time.monotonic() - started, result.width, result.height, job.output_format)
 
