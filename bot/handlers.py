@@ -1,0 +1,824 @@
+"""Telegram handlers: parse the update, call the service, reply.  No business rules here.
+
+The conversation is a small state kept in SQLite per (chat, user) — the "draft":
+the last photo and whether it still waits for a style.  Keeping it per chat *and*
+user means two people in one group never mix up their photos, and keeping it in
+SQLite means a restart does not forget a half-finished request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from telegram import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InlineQueryResultCachedPhoto,
+    InlineQueryResultsButton,
+    InputMediaPhoto,
+    Message,
+    ReplyParameters,
+    Update,
+)
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    InlineQueryHandler,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot import texts
+from bot.db import Draft, JobRow
+from bot.jobs import SIZE_NAMES, ImageRef, JobService, Prefs, Requester, RequestError
+from nst_core import presets
+from nst_core.settings import Quality, StyleSettings
+
+log = logging.getLogger(__name__)
+
+Context = ContextTypes.DEFAULT_TYPE
+
+IMAGE = filters.PHOTO | filters.Document.IMAGE
+STYLIZE_CAPTION = filters.CaptionRegex(r"^/stylize(@\w+)?(\s|$)")
+
+
+def service(context: Context) -> JobService:
+    return context.application.bot_data["service"]
+
+
+def requester(update: Update) -> Requester:
+    user = update.effective_user
+    chat = update.effective_chat
+    assert user is not None and chat is not None
+    return Requester(user.id, chat.id, chat.type, user.full_name or user.first_name)
+
+
+def image_ref(message: Message) -> ImageRef | None:
+    """The picture in ``message`` (largest photo size, or an image document), if any."""
+    if message.photo:
+        photo = message.photo[-1]
+        return ImageRef(photo.file_id, message.message_id, photo.file_size)
+    doc = message.document
+    if doc is not None and (doc.mime_type or "").startswith("image/"):
+        return ImageRef(doc.file_id, message.message_id, doc.file_size)
+    return None
+
+
+async def reply(message: Message, text: str, **kwargs: object) -> Message:
+    return await message.reply_text(
+        text, reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True), **kwargs
+    )
+
+
+def find_preset(text: str) -> tuple[str | None, str | None]:
+    """(slug, None) if ``text`` names a preset (by slug or title), else (None, closest slug or None)."""
+    name = text.strip().strip("\"'“”").strip()
+    if not name:
+        return None, None
+    try:
+        return presets.get(name).slug, None
+    except presets.PresetError:
+        pass
+    lowered = name.lower()
+    for p in presets.catalog().values():
+        if p.title.lower() == lowered:
+            return p.slug, None
+    return None, presets.suggest(name)
+
+
+def preset_keyboard(token: str, user_id: int) -> InlineKeyboardMarkup:
+    buttons = [
+        InlineKeyboardButton(_short(p.title), callback_data=f"p:{p.slug}:{token}:{user_id}")
+        for p in presets.catalog().values()
+    ]
+    return InlineKeyboardMarkup([buttons[i : i + 2] for i in range(0, len(buttons), 2)])
+
+
+def _short(title: str, limit: int = 28) -> str:
+    title = title.split(" (")[0]
+    return title if len(title) <= limit else title[: limit - 1] + "…"
+
+
+def _draft_is_fresh(draft: Draft | None, context: Context) -> bool:
+    ttl = service(context).config.draft_ttl_s
+    return draft is not None and time.time() - draft.updated_at < ttl
+
+
+# --- access -------------------------------------------------------------------------------------
+async def gate(update: Update, context: Context) -> None:
+    """Allow-list check before any other handler (no list = everyone)."""
+    user = update.effective_user
+    if user is None or service(context).config.is_allowed(user.id):
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer(texts.NOT_ALLOWED, show_alert=True)
+    elif update.inline_query is not None:
+        await update.inline_query.answer([], cache_time=60, is_personal=True)
+    elif update.effective_message is not None and update.effective_chat.type == ChatType.PRIVATE:
+        await update.effective_message.reply_text(texts.NOT_ALLOWED)
+    raise ApplicationHandlerStop
+
+
+# --- commands -------------------------------------------------------------------------------------
+async def cmd_start(update: Update, context: Context) -> None:
+    assert update.effective_message is not None and update.effective_user is not None
+    await update.effective_message.reply_text(texts.start(update.effective_user.first_name))
+
+
+async def cmd_help(update: Update, context: Context) -> None:
+    assert update.effective_message is not None
+    await update.effective_message.reply_text(texts.help_text(context.bot.username or "bot"))
+
+
+async def cmd_style(update: Update, context: Context) -> None:
+    """/style [slug]: the style for the last photo (no argument: the keyboard)."""
+    message = update.effective_message
+    assert message is not None
+    who = requester(update)
+    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
+    if not _draft_is_fresh(draft, context):
+        await reply(message, texts.NEED_PHOTO_FIRST)
+        return
+    assert draft is not None
+    if not context.args:
+        await _ask_for_style(message, draft, context, texts.PICK_STYLE_FOR_LAST)
+        return
+    await _submit_preset(message, who, draft, " ".join(context.args), context)
+
+
+async def cmd_stylize(update: Update, context: Context) -> None:
+    """/stylize [slug] as a reply to a photo (groups), or like /style in a private chat."""
+    message = update.effective_message
+    assert message is not None
+    target = message.reply_to_message
+    ref = image_ref(target) if target is not None else None
+    if ref is None:
+        if update.effective_chat.type == ChatType.PRIVATE:
+            await cmd_style(update, context)
+        else:
+            await reply(message, texts.GROUP_USAGE)
+        return
+    await _request_from(message, ref, list(context.args or []), context)
+
+
+async def on_stylize_caption(update: Update, context: Context) -> None:
+    """A photo captioned ``/stylize starry-night``: a complete request in one message."""
+    message = update.effective_message
+    assert message is not None
+    ref = image_ref(message)
+    if ref is None:
+        return
+    args = (message.caption or "").split()[1:]
+    await _request_from(message, ref, args, context)
+
+
+async def _request_from(message: Message, ref: ImageRef, args: list[str], context: Context) -> None:
+    svc = service(context)
+    who = Requester(
+        message.from_user.id if message.from_user else 0,
+        message.chat.id,
+        message.chat.type,
+        message.from_user.full_name if message.from_user else "",
+    )
+    try:
+        await svc.check_image(ref)
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return
+    draft = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+    await svc.db.save_draft(draft)
+    if not args:
+        await _ask_for_style(message, draft, context, texts.PICK_STYLE_FOR_LAST)
+        return
+    await _submit_preset(message, who, draft, " ".join(args), context)
+
+
+async def _ask_for_style(message: Message, draft: Draft, context: Context, text: str) -> None:
+    draft.awaiting_style = True
+    draft.updated_at = time.time()
+    await service(context).db.save_draft(draft)
+    await reply(message, text, reply_markup=preset_keyboard(draft.token, draft.user_id))
+
+
+async def _submit_preset(message: Message, who: Requester, draft: Draft, name: str, context: Context) -> None:
+    slug, suggestion = find_preset(name)
+    if slug is None:
+        await reply(message, texts.unknown_preset(name, suggestion))
+        return
+    await _submit(message, who, draft, context, preset=slug)
+
+
+async def _submit(
+    message: Message,
+    who: Requester,
+    draft: Draft,
+    context: Context,
+    *,
+    preset: str | None = None,
+    style: ImageRef | None = None,
+) -> bool:
+    svc = service(context)
+    content = ImageRef(draft.content_file_id, draft.content_message_id)
+    try:
+        await svc.submit(who, content, preset=preset, style=style)
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return False
+    draft.awaiting_style = False
+    draft.updated_at = time.time()
+    await svc.db.save_draft(draft)
+    return True
+
+
+async def cmd_styles(update: Update, context: Context) -> None:
+    """The presets as a photo gallery (uploaded once, then re-sent by Telegram file id)."""
+    message = update.effective_message
+    assert message is not None
+    svc = service(context)
+    known = await svc.db.preset_file_ids()
+    catalog = list(presets.catalog().values())
+    media: list[InputMediaPhoto] = []
+    for p in catalog:
+        caption = f"<b>{texts.esc(p.title)}</b> — {texts.esc(p.artist)}, {texts.esc(p.year)}\n<code>{p.slug}</code>"
+        source: object = known.get(p.slug)
+        if source is None:
+            try:
+                source = (await asyncio.to_thread(presets.fetch, p.slug)).read_bytes()
+            except presets.PresetError:
+                log.warning("preset %s unavailable for the gallery", p.slug)
+                continue
+        media.append(InputMediaPhoto(source, caption=caption))  # type: ignore[arg-type]
+    sent_ok = False
+    for chunk in _chunks(media, 10):
+        if len(chunk) < 2:
+            break
+        try:
+            sent = await message.reply_media_group(chunk)
+        except TelegramError as exc:
+            log.warning("gallery failed: %s", exc)
+            break
+        sent_ok = True
+        for msg in sent:
+            if msg.photo and msg.caption:
+                slug = msg.caption.rsplit("\n", 1)[-1].strip()
+                if slug in presets.catalog() and slug not in known:
+                    await svc.db.set_preset_file_id(slug, msg.photo[-1].file_id)
+    tail = "Send a photo, then pick one of these — or type its name as the caption."
+    await message.reply_text(tail if sent_ok else "Styles:\n" + texts.preset_lines() + "\n\n" + tail)
+
+
+def _chunks(items: Sequence[InputMediaPhoto], size: int) -> list[list[InputMediaPhoto]]:
+    """Split into albums of 2-10 that are as even as possible (an album of one is refused)."""
+    n = len(items)
+    if n == 0:
+        return []
+    groups = -(-n // size)
+    base, extra = divmod(n, groups)
+    out, start = [], 0
+    for i in range(groups):
+        end = start + base + (1 if i < extra else 0)
+        out.append(list(items[start:end]))
+        start = end
+    return out
+
+
+# --- settings -------------------------------------------------------------------------------------
+def settings_view(prefs: Prefs, svc: JobService) -> tuple[str, InlineKeyboardMarkup]:
+    text = texts.settings_text(prefs.strength, prefs.size, svc.size_px(prefs.size), prefs.quality, prefs.colors)
+
+    def mark(label: str, on: bool) -> str:
+        return f"✓ {label}" if on else label
+
+    keyboard = InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("− Weaker", callback_data="s:str:-1"),
+                InlineKeyboardButton(f"Strength {prefs.strength}", callback_data="s:noop"),
+                InlineKeyboardButton("+ Stronger", callback_data="s:str:+1"),
+            ],
+            [InlineKeyboardButton(mark(n, prefs.size == n), callback_data=f"s:size:{n}") for n in SIZE_NAMES],
+            [
+                InlineKeyboardButton(mark(q.value, prefs.quality == q.value), callback_data=f"s:q:{q.value}")
+                for q in Quality
+            ],
+            [
+                InlineKeyboardButton(f"Keep colours: {'on' if prefs.colors else 'off'}", callback_data="s:col:toggle"),
+                InlineKeyboardButton("↺ Reset", callback_data="s:reset"),
+            ],
+        ]
+    )
+    return text, keyboard
+
+
+async def cmd_settings(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None and update.effective_user is not None
+    svc = service(context)
+    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc)
+    await message.reply_text(text, reply_markup=keyboard)
+
+
+async def _change(update: Update, context: Context, usage: str, parse: object) -> None:
+    """Shared body of the one-setting commands: parse the argument, save, confirm."""
+    message = update.effective_message
+    assert message is not None and update.effective_user is not None
+    svc = service(context)
+    prefs = await svc.prefs(update.effective_user.id)
+    arg = " ".join(context.args or []).strip().lower()
+    new = parse(prefs, arg) if arg else None  # type: ignore[operator]
+    if new is None:
+        current, _ = settings_view(prefs, svc)
+        await reply(message, f"{usage}\n\n{current}")
+        return
+    await svc.save_prefs(update.effective_user.id, new[0])
+    await reply(message, new[1])
+
+
+async def cmd_strength(update: Update, context: Context) -> None:
+    def parse(prefs: Prefs, arg: str) -> tuple[Prefs, str] | None:
+        if not re.fullmatch(r"\d{1,2}", arg) or not 1 <= int(arg) <= 10:
+            return None
+        return Prefs(int(arg), prefs.size, prefs.quality, prefs.colors), texts.setting_saved("Strength", int(arg))
+
+    await _change(update, context, texts.STRENGTH_USAGE, parse)
+
+
+async def cmd_size(update: Update, context: Context) -> None:
+    svc = service(context)
+
+    def parse(prefs: Prefs, arg: str) -> tuple[Prefs, str] | None:
+        if arg not in SIZE_NAMES:
+            return None
+        new = Prefs(prefs.strength, arg, prefs.quality, prefs.colors)
+        wanted = {"small": svc.config.size_small, "medium": svc.config.size_medium, "large": svc.config.size_large}
+        px = svc.size_px(arg)
+        if px < wanted[arg]:
+            return new, texts.size_capped(arg, px)
+        return new, texts.setting_saved("Size", f"{arg} ({px} px)")
+
+    await _change(update, context, texts.SIZE_USAGE, parse)
+
+
+async def cmd_quality(update: Update, context: Context) -> None:
+    def parse(prefs: Prefs, arg: str) -> tuple[Prefs, str] | None:
+        if arg not in {q.value for q in Quality}:
+            return None
+        return Prefs(prefs.strength, prefs.size, arg, prefs.colors), texts.setting_saved("Quality", arg)
+
+    await _change(update, context, texts.QUALITY_USAGE, parse)
+
+
+ON = {"on", "yes", "true", "1", "keep"}
+OFF = {"off", "no", "false", "0"}
+
+
+async def cmd_colors(update: Update, context: Context) -> None:
+    def parse(prefs: Prefs, arg: str) -> tuple[Prefs, str] | None:
+        if arg not in ON | OFF:
+            return None
+        on = arg in ON
+        return Prefs(prefs.strength, prefs.size, prefs.quality, on), texts.setting_saved(
+            "Keep the photo's colours", "on" if on else "off"
+        )
+
+    await _change(update, context, texts.COLORS_USAGE, parse)
+
+
+async def cmd_reset(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None and update.effective_user is not None
+    svc = service(context)
+    await svc.save_prefs(update.effective_user.id, Prefs())
+    text, keyboard = settings_view(Prefs(), svc)
+    await reply(message, f"{texts.RESET_DONE}\n\n{text}", reply_markup=keyboard)
+
+
+# --- jobs -----------------------------------------------------------------------------------------
+async def cmd_cancel(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None
+    who = requester(update)
+    n = await service(context).cancel_all(who.user_id, who.chat_id if who.in_group else None)
+    await reply(message, texts.cancelled_jobs(n))
+
+
+async def cmd_queue(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None and update.effective_user is not None
+    rows = await service(context).queue_of(update.effective_user.id)
+    if not rows:
+        await reply(message, texts.queue_empty())
+        return
+    lines = [
+        texts.queue_line(i, texts.style_name(job.style_preset), position, eta)
+        for i, (job, position, eta) in enumerate(rows, 1)
+    ]
+    await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them.")
+
+
+async def cmd_stats(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None and update.effective_user is not None
+    svc = service(context)
+    if update.effective_user.id not in svc.config.admin_ids:
+        await reply(message, texts.ADMIN_ONLY)
+        return
+    await reply(message, await svc.stats_text())
+
+
+# --- private chat: pictures, albums, text, everything else -------------------------------------------
+@dataclass
+class _Album:
+    messages: list[Message] = field(default_factory=list)
+
+
+class AlbumCollector:
+    """Telegram delivers an album as separate messages; wait briefly, then treat them together."""
+
+    def __init__(self) -> None:
+        self._albums: dict[tuple[int, int, str], _Album] = {}
+
+    def add(self, message: Message, context: Context) -> None:
+        assert message.from_user is not None and message.media_group_id is not None
+        key = (message.chat.id, message.from_user.id, message.media_group_id)
+        album = self._albums.get(key)
+        if album is None:
+            album = self._albums[key] = _Album()
+            service(context).spawn(self._finish(key, context))
+        album.messages.append(message)
+
+    async def _finish(self, key: tuple[int, int, str], context: Context) -> None:
+        await asyncio.sleep(service(context).config.album_wait_s)
+        album = self._albums.pop(key)
+        messages = sorted(album.messages, key=lambda m: m.message_id)
+        if len(messages) == 1:
+            await _single_picture(messages[0], context)
+            return
+        await _album_request(messages, context)
+
+
+async def _album_request(messages: list[Message], context: Context) -> None:
+    """An album of two: the first picture is the photo, the second the style."""
+    svc = service(context)
+    first = messages[0]
+    assert first.from_user is not None
+    refs = [image_ref(m) for m in messages[:2]]
+    if refs[0] is None or refs[1] is None:
+        await reply(first, texts.NEED_PHOTO)
+        return
+    try:
+        await svc.check_image(refs[0], "photo")
+        await svc.check_image(refs[1], "style image")
+    except RequestError as exc:
+        await reply(first, str(exc))
+        return
+    who = Requester(first.from_user.id, first.chat.id, first.chat.type, first.from_user.full_name)
+    draft = Draft(who.chat_id, who.user_id, refs[0].file_id, refs[0].message_id, secrets.token_hex(4))
+    if await _submit(first, who, draft, context, style=refs[1]) and len(messages) > 2:
+        await reply(first, texts.ALBUM_TOO_BIG)
+
+
+async def on_picture(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None
+    if message.media_group_id:
+        context.application.bot_data["albums"].add(message, context)
+        return
+    await _single_picture(message, context)
+
+
+async def _single_picture(message: Message, context: Context) -> None:
+    """A photo in a private chat: a new photo, the style for the waiting one, or a complete request."""
+    svc = service(context)
+    assert message.from_user is not None
+    who = Requester(message.from_user.id, message.chat.id, message.chat.type, message.from_user.full_name)
+    ref = image_ref(message)
+    if ref is None:
+        return
+    try:
+        svc.check_file_size(ref.file_size)
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return
+    draft = await svc.db.get_draft(who.chat_id, who.user_id)
+    is_style = _draft_is_fresh(draft, context) and draft is not None and draft.awaiting_style
+    try:
+        await svc.check_image(ref, "style image" if is_style and not message.caption else "photo")
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return
+    if message.caption:
+        slug, suggestion = find_preset(message.caption)
+        if slug is not None or suggestion is not None:
+            new = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+            if slug is not None:
+                await _submit(message, who, new, context, preset=slug)
+            else:
+                await svc.db.save_draft(new)
+                await reply(
+                    message,
+                    texts.unknown_preset(message.caption, suggestion),
+                    reply_markup=preset_keyboard(new.token, who.user_id),
+                )
+            return
+    if is_style:
+        assert draft is not None
+        await _submit(message, who, draft, context, style=ref)
+        return
+    new = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+    await _ask_for_style(message, new, context, texts.PICK_STYLE)
+
+
+async def on_text(update: Update, context: Context) -> None:
+    """Text in a private chat: a style name for the waiting photo, or a nudge to send a photo."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    who = requester(update)
+    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
+    slug, suggestion = find_preset(message.text)
+    fresh = _draft_is_fresh(draft, context)
+    if fresh and draft is not None:
+        if slug is not None:
+            await _submit(message, who, draft, context, preset=slug)
+        elif suggestion is not None:
+            await reply(message, texts.unknown_preset(message.text, suggestion))
+        elif draft.awaiting_style:
+            await reply(message, texts.WAITING_FOR_STYLE)
+        else:
+            await reply(message, texts.NEED_PHOTO)
+        return
+    await reply(message, texts.NEED_PHOTO_FIRST if slug is not None else texts.NEED_PHOTO)
+
+
+async def on_sticker(update: Update, context: Context) -> None:
+    assert update.effective_message is not None
+    await reply(update.effective_message, texts.STICKER)
+
+
+async def on_other_document(update: Update, context: Context) -> None:
+    message = update.effective_message
+    assert message is not None and message.document is not None
+    doc = message.document
+    await reply(message, texts.not_an_image(doc.mime_type, doc.file_name))
+
+
+async def on_other(update: Update, context: Context) -> None:
+    assert update.effective_message is not None
+    await reply(update.effective_message, texts.NEED_PHOTO)
+
+
+async def on_unknown_command(update: Update, context: Context) -> None:
+    assert update.effective_message is not None
+    await reply(update.effective_message, "I don't know that command. See /help.")
+
+
+# --- buttons --------------------------------------------------------------------------------------
+async def on_callback(update: Update, context: Context) -> None:
+    query = update.callback_query
+    assert query is not None
+    kind, _, rest = (query.data or "").partition(":")
+    handler = _CALLBACKS.get(kind)
+    if handler is None or query.message is None or not hasattr(query.message, "chat"):
+        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        return
+    await handler(update, context, rest)
+
+
+async def _cb_preset(update: Update, context: Context, rest: str) -> None:
+    query = update.callback_query
+    assert query is not None and query.message is not None
+    slug, token, owner = ([*rest.split(":"), "", "", ""])[:3]
+    if owner and owner != str(query.from_user.id):
+        await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
+        return
+    who = requester(update)
+    svc = service(context)
+    draft = await svc.db.get_draft(who.chat_id, who.user_id)
+    if draft is None or draft.token != token or not draft.awaiting_style or slug not in presets.catalog():
+        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        return
+    content = ImageRef(draft.content_file_id, draft.content_message_id)
+    try:
+        await svc.submit(who, content, preset=slug)
+    except RequestError as exc:
+        await query.answer(_plain(str(exc)), show_alert=True)
+        return
+    draft.awaiting_style = False
+    await svc.db.save_draft(draft)
+    title = presets.get(slug).title
+    await query.answer(f"{title} it is!")
+    try:
+        await query.edit_message_text(f"Style: <b>{texts.esc(title)}</b> ✓")
+    except TelegramError as exc:
+        log.info("could not close the style keyboard: %s", exc)
+
+
+async def _own_job(update: Update, job_id: str, context: Context) -> JobRow | None:
+    """The job behind a button, if it exists and belongs to whoever pressed (else answers)."""
+    query = update.callback_query
+    assert query is not None
+    job = await service(context).db.get_job(job_id)
+    if job is None:
+        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        return None
+    if job.user_id != query.from_user.id:
+        await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
+        return None
+    return job
+
+
+async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
+    query = update.callback_query
+    assert query is not None
+    job = await _own_job(update, job_id, context)
+    if job is None:
+        return
+    if await service(context).cancel(job_id):
+        await query.answer("Cancelling…")
+    else:
+        await query.answer("That picture is already finished.", show_alert=True)
+
+
+async def _cb_strength(update: Update, context: Context, job_id: str, delta: int) -> None:
+    query = update.callback_query
+    assert query is not None
+    job = await _own_job(update, job_id, context)
+    if job is None:
+        return
+    settings = StyleSettings.from_dict(job.settings)
+    strength = max(1, min(10, settings.strength + delta))
+    if strength == settings.strength:
+        await query.answer(texts.STRONGEST if delta > 0 else texts.WEAKEST, show_alert=True)
+        return
+    who = requester(update)
+    svc = service(context)
+    style = ImageRef(job.style_file_id, None) if job.style_file_id else None
+    try:
+        await svc.submit(
+            who,
+            ImageRef(job.content_file_id, job.content_message_id),
+            preset=job.style_preset,
+            style=style,
+            settings=settings.replace(strength=strength),
+        )
+    except RequestError as exc:
+        await query.answer(_plain(str(exc)), show_alert=True)
+        return
+    await query.answer(f"Painting it {'stronger' if delta > 0 else 'weaker'}: strength {strength}")
+
+
+async def _cb_more(update: Update, context: Context, job_id: str) -> None:
+    await _cb_strength(update, context, job_id, +2)
+
+
+async def _cb_less(update: Update, context: Context, job_id: str) -> None:
+    await _cb_strength(update, context, job_id, -2)
+
+
+async def _cb_other(update: Update, context: Context, job_id: str) -> None:
+    query = update.callback_query
+    assert query is not None and query.message is not None
+    job = await _own_job(update, job_id, context)
+    if job is None:
+        return
+    draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, secrets.token_hex(4))
+    await service(context).db.save_draft(draft)
+    await query.answer()
+    await context.bot.send_message(
+        job.chat_id,
+        texts.ANOTHER_STYLE,
+        reply_parameters=ReplyParameters(query.message.message_id, allow_sending_without_reply=True),
+        reply_markup=preset_keyboard(draft.token, job.user_id),
+    )
+
+
+async def _cb_full(update: Update, context: Context, job_id: str) -> None:
+    query = update.callback_query
+    assert query is not None and query.message is not None
+    job = await _own_job(update, job_id, context)
+    if job is None:
+        return
+    await query.answer(texts.SENDING_FULL)
+    if not await service(context).send_full_size(job, query.message.message_id):
+        await context.bot.send_message(job.chat_id, texts.RESULT_GONE)
+
+
+async def _cb_settings(update: Update, context: Context, rest: str) -> None:
+    query = update.callback_query
+    assert query is not None
+    svc = service(context)
+    user_id = query.from_user.id
+    prefs = await svc.prefs(user_id)
+    what, _, value = rest.partition(":")
+    new = prefs
+    if what == "str" and value in ("+1", "-1"):
+        new = Prefs(max(1, min(10, prefs.strength + int(value))), prefs.size, prefs.quality, prefs.colors)
+    elif what == "size" and value in SIZE_NAMES:
+        new = Prefs(prefs.strength, value, prefs.quality, prefs.colors)
+    elif what == "q" and value in {q.value for q in Quality}:
+        new = Prefs(prefs.strength, prefs.size, value, prefs.colors)
+    elif what == "col":
+        new = Prefs(prefs.strength, prefs.size, prefs.quality, not prefs.colors)
+    elif what == "reset":
+        new = Prefs()
+    elif what != "noop":
+        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        return
+    if new == prefs:
+        await query.answer("No change.")
+        return
+    await svc.save_prefs(user_id, new)
+    text, keyboard = settings_view(new, svc)
+    await query.answer("Saved.")
+    try:
+        await query.edit_message_text(text, reply_markup=keyboard)
+    except TelegramError as exc:
+        log.info("settings message not updated: %s", exc)
+
+
+_CALLBACKS = {
+    "p": _cb_preset,
+    "x": _cb_cancel,
+    "more": _cb_more,
+    "less": _cb_less,
+    "other": _cb_other,
+    "full": _cb_full,
+    "s": _cb_settings,
+}
+
+
+def _plain(html_text: str) -> str:
+    """Alerts are plain text (and at most 200 characters)."""
+    return re.sub(r"<[^>]+>", "", html_text)[:200]
+
+
+# --- inline mode -----------------------------------------------------------------------------------
+async def on_inline(update: Update, context: Context) -> None:
+    """``@Bot`` in any chat: the user's recent results, ready to send there."""
+    query = update.inline_query
+    assert query is not None
+    results = await service(context).db.recent_results(query.from_user.id, limit=20)
+    items = [
+        InlineQueryResultCachedPhoto(id=r.job_id, photo_file_id=r.file_id, caption=r.caption)
+        for r in results
+        if r.file_id
+    ]
+    button = None if items else InlineQueryResultsButton(text=texts.INLINE_EMPTY_BUTTON, start_parameter="inline")
+    await query.answer(items, cache_time=5, is_personal=True, button=button)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+async def on_error(update: object, context: Context) -> None:
+    """Log it; tell the user something went wrong (never the details)."""
+    log.error("error while handling an update", exc_info=context.error)
+    if isinstance(update, Update):
+        if update.callback_query is not None:
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer("Something went wrong on my side; please try again.")
+        elif update.effective_message is not None and update.effective_chat is not None:
+            with contextlib.suppress(TelegramError):
+                await update.effective_message.reply_text("Something went wrong on my side; please try again.")
+
+
+def register(app: Application) -> None:
+    """Attach every handler; order matters (first match wins within a group)."""
+    app.bot_data["albums"] = AlbumCollector()
+    private = filters.ChatType.PRIVATE
+    app.add_handler(TypeHandler(Update, gate), group=-1)
+    app.add_handler(CommandHandler("start", cmd_start))
+    app.add_handler(CommandHandler("help", cmd_help))
+    app.add_handler(CommandHandler("style", cmd_style))
+    app.add_handler(CommandHandler("styles", cmd_styles))
+    app.add_handler(CommandHandler("stylize", cmd_stylize))
+    app.add_handler(CommandHandler("settings", cmd_settings))
+    app.add_handler(CommandHandler("strength", cmd_strength))
+    app.add_handler(CommandHandler("size", cmd_size))
+    app.add_handler(CommandHandler("quality", cmd_quality))
+    app.add_handler(CommandHandler(["colors", "colours"], cmd_colors))
+    app.add_handler(CommandHandler("reset", cmd_reset))
+    app.add_handler(CommandHandler("cancel", cmd_cancel))
+    app.add_handler(CommandHandler("queue", cmd_queue))
+    app.add_handler(CommandHandler("stats", cmd_stats))
+    app.add_handler(MessageHandler(IMAGE & STYLIZE_CAPTION, on_stylize_caption))
+    app.add_handler(MessageHandler(private & IMAGE, on_picture))
+    app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
+    app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
+    app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))
+    app.add_handler(MessageHandler(private & filters.TEXT, on_text))
+    app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL & ~filters.UpdateType.EDITED_MESSAGE, on_other))
+    app.add_handler(CallbackQueryHandler(on_callback))
+    app.add_handler(InlineQueryHandler(on_inline))
+    app.add_error_handler(on_error)

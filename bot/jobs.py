@@ -1,0 +1,690 @@
+"""The service under the handlers: accept requests, run them on the executor, deliver results.
+
+Handlers parse an update and call one method here; everything that has to stay
+true across users, restarts and failures lives in this module:
+
+* a request is validated and limited, written to SQLite as ``queued`` and only
+  then handed to the executor, so a crash after "you're #3 in the queue" still
+  has the job;
+* executor events update the job row at once and drive the status message
+  (queue position → "Painting… 40%" → deleted), edited only when its text
+  changes and at most every ``status_interval_s``;
+* the result photo is sent as a reply to the content photo and its delivery is
+  recorded in the job row with a conditional update, so it happens once;
+* on start-up, queued and interrupted jobs are re-queued by downloading their
+  inputs again by Telegram file id, and finished-but-undelivered ones are sent.
+
+The executor runs torch on its own worker; nothing here touches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.helpers import mention_html
+
+from bot import texts
+from bot.config import BotConfig
+from bot.db import ACTIVE, Database, JobRow
+from nst_core import presets
+from nst_core.executor import (
+    Executor,
+    Job,
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    StyleRef,
+)
+from nst_core.images import ImageError, open_image
+from nst_core.settings import Quality, StyleSettings
+
+log = logging.getLogger(__name__)
+
+SIZE_NAMES = ("small", "medium", "large")
+IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """A request cannot be accepted; ``str(exc)`` is the friendly (HTML) reply for the user."""
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asked and where the answer goes."""
+
+    user_id: int
+    chat_id: int
+    chat_type: str
+    name: str
+
+    @property
+    def in_group(self) -> bool:
+        return self.chat_type != "private"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A picture the user sent: its Telegram file id and the message it came in."""
+
+    file_id: str
+    message_id: int | None
+    file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Prefs:
+    """A user's choices as stored in SQLite; turned into ``StyleSettings`` per job."""
+
+    strength: int = 5
+    size: str = "medium"
+    quality: str = Quality.BALANCED.value
+    colors: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Prefs:
+        prefs = cls()
+        with contextlib.suppress(TypeError, ValueError):
+            strength = int(data.get("strength", prefs.strength))
+            size = str(data.get("size", prefs.size))
+            quality = str(data.get("quality", prefs.quality))
+            return cls(
+                strength=strength if 1 <= strength <= 10 else prefs.strength,
+                size=size if size in SIZE_NAMES else prefs.size,
+                quality=quality if quality in {q.value for q in Quality} else prefs.quality,
+                colors=bool(data.get("colors", prefs.colors)),
+            )
+        return prefs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"strength": self.strength, "size": self.size, "quality": self.quality, "colors": self.colors}
+
+
+class StatusMessage:
+    """One job's status message: edits only on a text change, at most every ``interval`` seconds.
+
+    A change that comes too soon is kept and sent when the interval is up (the
+    latest text wins), so the message never lags behind for long and never
+    spams Telegram's edit limits.
+    """
+
+    def __init__(self, service: JobService, job_id: str, chat_id: int, message_id: int, text: str) -> None:
+        self.service = service
+        self.job_id = job_id
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self.text = text
+        self.sent_at = time.monotonic()
+        self.pending: str | None = None
+        self.flusher: asyncio.Task[None] | None = None
+        self.closed = False
+        self.lock = asyncio.Lock()
+
+    def update(self, text: str) -> None:
+        if self.closed or text == (self.pending or self.text):
+            return
+        self.pending = text
+        wait = self.service.config.status_interval_s - (time.monotonic() - self.sent_at)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = self.service.spawn(self._flush_after(max(0.0, wait)))
+
+    async def _flush_after(self, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self.lock:
+            text, self.pending = self.pending, None
+            if self.closed or text is None or text == self.text:
+                return
+            await self._edit(text)
+
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        self.text = text
+        self.sent_at = time.monotonic()
+        try:
+            await self.service.bot.edit_message_text(
+                text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=markup or self.cancel_markup()
+            )
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                log.info("status edit for job %s failed: %s", self.job_id, exc)
+        except Forbidden:
+            await self.service.user_blocked(self.job_id)
+
+    def cancel_markup(self) -> InlineKeyboardMarkup:
+        return InlineKeyboardMarkup([[InlineKeyboardButton("✖ Cancel", callback_data=f"x:{self.job_id}")]])
+
+    async def finish(self, text: str | None) -> None:
+        """Final state: edit to ``text`` without buttons, or delete the message if None."""
+        if self.flusher is not None and not self.flusher.done():
+            self.flusher.cancel()
+        async with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                if text is None:
+                    await self.service.bot.delete_message(self.chat_id, self.message_id)
+                else:
+                    await self.service.bot.edit_message_text(
+                        text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=None
+                    )
+            except Forbidden:
+                await self.service.user_blocked(self.job_id)
+            except TelegramError as exc:
+                log.info("closing status of job %s failed: %s", self.job_id, exc)
+
+
+class JobService:
+    """Requests in, results out; the only thing handlers talk to besides the database."""
+
+    def __init__(self, config: BotConfig, db: Database, executor: Executor) -> None:
+        self.config = config
+        self.db = db
+        self.executor = executor
+        self._bot: Bot | None = None
+        self.max_size: int = 4096
+        self._status: dict[str, StatusMessage] = {}
+        self._cancel_requested: set[str] = set()
+        self._delivering: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._job_locks: dict[str, asyncio.Lock] = {}
+        self._images: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self._images_bytes = 0
+        self._started = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    @property
+    def bot(self) -> Bot:
+        if self._bot is None:
+            raise RuntimeError("JobService is not started")
+        return self._bot
+
+    async def start(self, bot: Bot) -> None:
+        """Open the executor and bring back what the last run left behind."""
+        self._bot = bot
+        self.config.results_dir.mkdir(parents=True, exist_ok=True)
+        self.max_size = await asyncio.to_thread(self._device_max_size)
+        await self.executor.start(self._on_event)
+        self._started = True
+        self.spawn(self.recover())
+
+    def _device_max_size(self) -> int:
+        try:
+            from nst_core.device import max_size, pick_device
+
+            return max_size(pick_device(self.config.device))
+        except Exception:  # an unknown device still lets the bot answer; jobs will say why they fail
+            log.warning("could not size the device %r", self.config.device, exc_info=True)
+            return 4096
+
+    async def stop(self) -> None:
+        """Stop taking work; running and queued jobs stay in SQLite for the next start."""
+        if not self._started:
+            return
+        self._started = False
+        await self.executor.stop()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=10)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+        return task
+
+    # --- settings -----------------------------------------------------------------------------
+    async def prefs(self, user_id: int) -> Prefs:
+        return Prefs.from_dict(await self.db.get_settings(user_id))
+
+    async def save_prefs(self, user_id: int, prefs: Prefs) -> None:
+        await self.db.set_settings(user_id, prefs.to_dict())
+
+    def size_px(self, name: str) -> int:
+        wanted = {
+            "small": self.config.size_small,
+            "medium": self.config.size_medium,
+            "large": self.config.size_large,
+        }.get(name, self.config.size_medium)
+        return min(wanted, self.max_size)
+
+    def style_settings(self, prefs: Prefs) -> StyleSettings:
+        return StyleSettings(
+            strength=prefs.strength,
+            size=self.size_px(prefs.size),
+            quality=Quality(prefs.quality),
+            preserve_colors=prefs.colors,
+        )
+
+    # --- inputs -------------------------------------------------------------------------------
+    def check_file_size(self, size: int | None) -> None:
+        if size is not None and size > self.config.download_limit:
+            raise RequestError(texts.file_too_big(size, self.config.download_limit))
+
+    async def download(self, ref: ImageRef) -> bytes:
+        """The bytes behind a file id (kept a while, since a request often reuses them)."""
+        cached = self._images.get(ref.file_id)
+        if cached is not None:
+            self._images.move_to_end(ref.file_id)
+            return cached
+        self.check_file_size(ref.file_size)
+        try:
+            tg_file = await self.bot.get_file(ref.file_id)
+            self.check_file_size(tg_file.file_size)
+            data = bytes(await tg_file.download_as_bytearray())
+        except RequestError:
+            raise
+        except BadRequest as exc:
+            if "too big" in str(exc).lower():
+                raise RequestError(texts.file_too_big(ref.file_size or 0, self.config.download_limit)) from None
+            log.warning("download of %s failed: %s", ref.file_id, exc)
+            raise RequestError(texts.DOWNLOAD_FAILED) from None
+        except TelegramError as exc:
+            log.warning("download of %s failed: %s", ref.file_id, exc)
+            raise RequestError(texts.DOWNLOAD_FAILED) from None
+        self._remember(ref.file_id, data)
+        return data
+
+    def _remember(self, file_id: str, data: bytes) -> None:
+        if len(data) > IMAGE_CACHE_BYTES // 4:
+            return
+        self._images[file_id] = data
+        self._images_bytes += len(data)
+        while self._images_bytes > IMAGE_CACHE_BYTES:
+            _, old = self._images.popitem(last=False)
+            self._images_bytes -= len(old)
+
+    async def check_image(self, ref: ImageRef, what: str = "photo") -> tuple[int, int]:
+        """Download and fully decode the picture now, so a bad one is refused right away."""
+        data = await self.download(ref)
+        try:
+            img = await asyncio.to_thread(open_image, data, what=what, max_pixels=self.config.max_pixels)
+        except ImageError as exc:
+            self._images.pop(ref.file_id, None)
+            raise RequestError(texts.bad_image(str(exc))) from None
+        return img.size
+
+    # --- accepting a request ------------------------------------------------------------------
+    async def submit(
+        self,
+        who: Requester,
+        content: ImageRef,
+        *,
+        preset: str | None = None,
+        style: ImageRef | None = None,
+        settings: StyleSettings | None = None,
+    ) -> JobRow:
+        """Queue a complete request: limits, job row, status message, then the executor."""
+        if (preset is None) == (style is None):
+            raise ValueError("a request has either a preset or a style image")
+        if preset is not None:
+            preset = presets.get(preset).slug
+        active = await self.db.active_jobs(who.user_id)
+        if len(active) >= self.config.max_jobs_per_user:
+            raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user))
+        in_queue = await self.db.count_active()
+        if in_queue >= self.config.max_queue:
+            typical = await self.db.typical_seconds() or 60.0
+            raise RequestError(texts.busy(in_queue * typical))
+        if settings is None:
+            settings = self.style_settings(await self.prefs(who.user_id))
+        row = JobRow(
+            id=uuid.uuid4().hex[:16],
+            user_id=who.user_id,
+            chat_id=who.chat_id,
+            chat_type=who.chat_type,
+            user_name=who.name,
+            content_file_id=content.file_id,
+            content_message_id=content.message_id,
+            style_preset=preset,
+            style_file_id=style.file_id if style else None,
+            settings=settings.to_dict(),
+        )
+        # Inputs first: a download failure must not leave a job behind.
+        content_bytes = await self.download(content)
+        style_bytes = await self.download(style) if style else None
+        await self.db.insert_job(row)
+        log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
+        position = await self.db.count_active()
+        eta = position * (await self.db.typical_seconds() or 30.0)
+        await self._open_status(row, texts.queued(position, eta))
+        await self.executor.submit(self._job_for(row, content_bytes, style_bytes))
+        return row
+
+    def _job_for(self, row: JobRow, content: bytes, style: bytes | None) -> Job:
+        ref = StyleRef(preset=row.style_preset) if row.style_preset else StyleRef(image=style)
+        return Job(row.id, content, (ref,), StyleSettings.from_dict(row.settings))
+
+    async def _open_status(self, row: JobRow, text: str) -> None:
+        """Send (or after a restart, reuse) the job's status message."""
+        status: StatusMessage | None = None
+        if row.status_message_id is not None:
+            status = StatusMessage(self, row.id, row.chat_id, row.status_message_id, "")
+            self._status[row.id] = status
+            async with status.lock:
+                await status._edit(text)
+            return
+        try:
+            msg = await self.bot.send_message(
+                row.chat_id,
+                text,
+                reply_parameters=self._reply_to(row.content_message_id),
+                reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("✖ Cancel", callback_data=f"x:{row.id}")]]),
+            )
+        except Forbidden:
+            await self.user_blocked(row.id)
+            return
+        except TelegramError as exc:
+            log.warning("could not send the status of job %s: %s", row.id, exc)
+            return
+        await self.db.update_job(row.id, status_message_id=msg.message_id)
+        self._status[row.id] = StatusMessage(self, row.id, row.chat_id, msg.message_id, text)
+
+    @staticmethod
+    def _reply_to(message_id: int | None) -> ReplyParameters | None:
+        if message_id is None:
+            return None
+        return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+    # --- cancelling and looking -------------------------------------------------------------
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel one job; True if it was still queued or running."""
+        job = await self.db.get_job(job_id)
+        if job is None or job.status not in ACTIVE:
+            return False
+        self._cancel_requested.add(job_id)
+        known = await self.executor.cancel(job_id)
+        if not known or job.status == "queued":
+            # A queued job is gone at once; a running one stops within a step and confirms.
+            await self._cancelled(job_id)
+        return True
+
+    async def cancel_all(self, user_id: int, chat_id: int | None = None) -> int:
+        jobs = await self.db.active_jobs(user_id, chat_id)
+        n = 0
+        for job in jobs:
+            n += await self.cancel(job.id)
+        return n
+
+    async def queue_of(self, user_id: int) -> list[tuple[JobRow, int | None, float | None]]:
+        """The user's active jobs with their place (0 = painting now) and a time estimate."""
+        typical = await self.db.typical_seconds() or 30.0
+        out = []
+        for job in await self.db.active_jobs(user_id):
+            position = await self.executor.position(job.id)
+            eta = typical if position in (0, None) else (position + 0.5) * typical
+            out.append((job, position, eta))
+        return out
+
+    # --- executor events ----------------------------------------------------------------------
+    def _lock(self, job_id: str) -> asyncio.Lock:
+        return self._job_locks.setdefault(job_id, asyncio.Lock())
+
+    async def _on_event(self, event: JobEvent) -> None:
+        """Record the event at once; Telegram calls go to background tasks so the executor never waits."""
+        job_id = event.job_id
+        if isinstance(event, JobQueued):
+            self._status_update(job_id, texts.queued(event.position, event.eta_s))
+        elif isinstance(event, JobStarted):
+            await self.db.update_job(job_id, only_if_status=("queued",), status="running", started_at=time.time())
+            self._status_update(job_id, texts.painting(0.0, event.eta_s))
+        elif isinstance(event, JobProgress):
+            self._status_update(job_id, texts.painting(event.fraction, event.eta_s))
+        elif isinstance(event, JobDone):
+            await self._done(event)
+        elif isinstance(event, JobFailed):
+            await self._failed(job_id, event.reason)
+        elif isinstance(event, JobCancelled) and job_id in self._cancel_requested:
+            await self._cancelled(job_id)
+            # otherwise the executor is shutting down: the row stays active and runs after a restart
+
+    def _status_update(self, job_id: str, text: str) -> None:
+        status = self._status.get(job_id)
+        if status is not None:
+            status.update(text)
+
+    async def _done(self, event: JobDone) -> None:
+        path = self.config.results_dir / f"{event.job_id}.{'jpg' if event.format.upper() == 'JPEG' else 'png'}"
+        await asyncio.to_thread(_write_atomic, path, event.image)
+        changed = await self.db.update_job(
+            event.job_id,
+            only_if_status=ACTIVE,
+            status="done",
+            finished_at=time.time(),
+            seconds=event.seconds,
+            result_path=str(path),
+        )
+        if changed:
+            log.info("job %s done in %.1f s", event.job_id, event.seconds)
+            self.spawn(self.deliver(event.job_id))
+
+    async def _failed(self, job_id: str, reason: str) -> None:
+        changed = await self.db.update_job(
+            job_id, only_if_status=ACTIVE, status="failed", finished_at=time.time(), error=reason
+        )
+        if changed:
+            log.info("job %s failed: %s", job_id, reason)
+            self.spawn(self._close_status(job_id, texts.failed(reason)))
+
+    async def _cancelled(self, job_id: str) -> None:
+        self._cancel_requested.discard(job_id)
+        changed = await self.db.update_job(job_id, only_if_status=ACTIVE, status="cancelled", finished_at=time.time())
+        if changed:
+            log.info("job %s cancelled", job_id)
+            self.spawn(self._close_status(job_id, texts.CANCELLED))
+
+    async def _close_status(self, job_id: str, text: str | None) -> None:
+        status = self._status.pop(job_id, None)
+        if status is None:
+            job = await self.db.get_job(job_id)
+            if job is None or job.status_message_id is None:
+                return
+            status = StatusMessage(self, job_id, job.chat_id, job.status_message_id, "")
+        await status.finish(text)
+
+    async def user_blocked(self, job_id: str) -> None:
+        """The user blocked the bot: drop the job (and stop painting it); nobody is left to tell."""
+        job = await self.db.get_job(job_id)
+        if job is None:
+            return
+        log.warning("user %s blocked the bot; dropping job %s", job.user_id, job_id)
+        if job.status in ACTIVE:
+            await self.db.update_job(
+                job_id, only_if_status=ACTIVE, status="failed", finished_at=time.time(), error=texts.USER_BLOCKED
+            )
+            await self.executor.cancel(job_id)
+        elif job.status == "done" and job.delivered_at is None:
+            await self.db.update_job(job_id, status="failed", error=texts.USER_BLOCKED)
+        status = self._status.pop(job_id, None)
+        if status is not None:
+            status.closed = True
+
+    # --- delivery -----------------------------------------------------------------------------
+    def result_markup(self, job: JobRow) -> InlineKeyboardMarkup:
+        return InlineKeyboardMarkup(
+            [
+                [
+                    InlineKeyboardButton("➕ Stronger", callback_data=f"more:{job.id}"),
+                    InlineKeyboardButton("➖ Weaker", callback_data=f"less:{job.id}"),
+                ],
+                [
+                    InlineKeyboardButton("🎨 Another style", callback_data=f"other:{job.id}"),
+                    InlineKeyboardButton("📄 Full size", callback_data=f"full:{job.id}"),
+                ],
+                [InlineKeyboardButton("↗ Share", switch_inline_query="")],
+            ]
+        )
+
+    def caption_for(self, job: JobRow, *, mention: bool) -> str:
+        settings = StyleSettings.from_dict(job.settings)
+        width, height = _image_size(job.result_path)
+        who = mention_html(job.user_id, job.user_name or "you") if mention else None
+        return texts.result_caption(
+            texts.style_name(job.style_preset), settings.strength, width, height, job.seconds, who
+        )
+
+    async def deliver(self, job_id: str) -> None:
+        """Send a finished job's photo; the job row records it, so this happens once."""
+        if job_id in self._delivering:
+            return
+        self._delivering.add(job_id)
+        try:
+            async with self._lock(job_id):
+                job = await self.db.get_job(job_id)
+                if job is None or job.status != "done" or job.delivered_at is not None or not job.result_path:
+                    return
+                data = await asyncio.to_thread(Path(job.result_path).read_bytes)
+                caption = self.caption_for(job, mention=job.chat_type != "private")
+                msg = await self._send_with_retries(
+                    lambda: self.bot.send_photo(
+                        job.chat_id,
+                        data,
+                        caption=caption,
+                        reply_parameters=self._reply_to(job.content_message_id),
+                        reply_markup=self.result_markup(job),
+                        filename=f"{job.id}.jpg",
+                    ),
+                    job_id,
+                )
+                if msg is None:
+                    return
+                file_id = msg.photo[-1].file_id if msg.photo else ""
+                recorded = await self.db.mark_delivered(
+                    job_id,
+                    file_id=file_id,
+                    message_id=msg.message_id,
+                    caption=self.caption_for(job, mention=False),
+                    user_id=job.user_id,
+                )
+                if not recorded:
+                    log.error("job %s was delivered twice", job_id)
+            await self._close_status(job_id, None)
+        finally:
+            self._delivering.discard(job_id)
+            self._job_locks.pop(job_id, None)
+
+    async def _send_with_retries(self, send: Callable[[], Awaitable[Message]], job_id: str) -> Message | None:
+        """Send, riding out network blips; a blocked user drops the job, other refusals fail it."""
+        for attempt in range(4):
+            try:
+                return await send()
+            except Forbidden:
+                await self.user_blocked(job_id)
+                return None
+            except RetryAfter as exc:  # the rate limiter gave up; wait once more ourselves
+                await asyncio.sleep(_seconds(exc.retry_after))
+            except BadRequest as exc:
+                log.warning("job %s could not be delivered: %s", job_id, exc)
+                await self.db.update_job(job_id, status="failed", error=f"delivery refused: {exc}")
+                return None
+            except NetworkError as exc:
+                log.info("delivery of job %s hit %s; retrying", job_id, exc)
+                await asyncio.sleep(1.5 * (attempt + 1))
+        log.warning("job %s not delivered now; it will be sent after the next start", job_id)
+        return None
+
+    async def send_full_size(self, job: JobRow, reply_to: int | None) -> bool:
+        """The result as an uncompressed document (re-sent by file id after the first time)."""
+        if job.document_file_id:
+            document: Any = job.document_file_id
+        elif job.result_path and Path(job.result_path).is_file():
+            document = await asyncio.to_thread(Path(job.result_path).read_bytes)
+        else:
+            return False
+        msg = await self.bot.send_document(
+            job.chat_id,
+            document,
+            filename=f"stylized-{job.id}.jpg",
+            reply_parameters=self._reply_to(reply_to),
+            disable_content_type_detection=True,
+        )
+        if msg.document is not None and not job.document_file_id:
+            await self.db.update_job(job.id, document_file_id=msg.document.file_id)
+        return True
+
+    # --- restart recovery -----------------------------------------------------------------
+    async def recover(self) -> None:
+        """Deliver what finished but was not sent, and queue again what was queued or running."""
+        for job in await self.db.undelivered_done():
+            if job.result_path and Path(job.result_path).is_file():
+                await self.deliver(job.id)
+            else:
+                await self.db.update_job(job.id, status="queued")
+        jobs = await self.db.jobs_with_status(ACTIVE)
+        if jobs:
+            log.info("re-queueing %d job(s) left from the last run", len(jobs))
+        for job in jobs:
+            await self.db.update_job(job.id, status="queued", started_at=None)
+            try:
+                content = await self.download(ImageRef(job.content_file_id, job.content_message_id))
+                style = await self.download(ImageRef(job.style_file_id, None)) if job.style_file_id else None
+            except RequestError as exc:
+                await self._failed(job.id, "I couldn't fetch your pictures again after a restart")
+                log.warning("job %s could not be recovered: %s", job.id, exc)
+                continue
+            job.status = "queued"
+            await self._open_status(job, texts.RESTARTED)
+            await self.executor.submit(self._job_for(job, content, style))
+
+    # --- admin ------------------------------------------------------------------------------
+    async def stats_text(self) -> str:
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        stats = await self.db.stats(midnight)
+        return texts.stats_text(
+            stats.queued,
+            stats.running,
+            stats.done_today,
+            stats.failed_today,
+            stats.avg_seconds,
+            self.executor.device,
+            await self.executor.queue_length(),
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _image_size(path: str | None) -> tuple[int, int]:
+    if not path:
+        return (0, 0)
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return img.size
+    except OSError:
+        return (0, 0)
+
+
+def _seconds(value: object) -> float:
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())  # type: ignore[union-attr]
+    return float(value)  # type: ignore[arg-type]

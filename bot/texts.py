@@ -1,0 +1,256 @@
+"""Everything the bot says, in one place (HTML parse mode), so wording is reviewed together.
+
+Messages are short, say what happened and what to do next; user-provided text is
+always escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from nst_core import presets
+
+BAR_WIDTH = 10
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def preset_lines() -> str:
+    return "\n".join(f"• <code>{p.slug}</code> — {esc(p.title)} ({esc(p.artist)})" for p in presets.catalog().values())
+
+
+def start(first_name: str) -> str:
+    return (
+        f"Hi {esc(first_name)}! I paint your photos in the style of famous paintings. 🎨\n\n"
+        "1. Send me a photo (or an image file, for full quality).\n"
+        "2. Pick a style from the buttons — or send a second picture to use as the style.\n\n"
+        "Example: send a photo with the caption <code>starry-night</code>.\n\n"
+        "Styles:\n" + preset_lines() + "\n\nMore: /help"
+    )
+
+
+def help_text(bot_username: str) -> str:
+    return (
+        "<b>How it works</b>\n"
+        "Send a photo, then pick a style (or send a picture to copy the style from). "
+        "An album of two pictures means photo + style. "
+        "A photo captioned with a style name, e.g. <code>great-wave</code>, starts at once.\n\n"
+        "<b>Commands</b>\n"
+        "/style [name] — style for your last photo\n"
+        "/styles — the paintings, with titles and artists\n"
+        "/settings — strength, size, quality, colours\n"
+        "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
+        "/queue — your pictures in the works · /cancel — stop them\n\n"
+        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code>.\n"
+        f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
+        "Styles:\n" + preset_lines()
+    )
+
+
+COMMANDS: list[tuple[str, str]] = [
+    ("start", "What this bot does"),
+    ("help", "How to use it"),
+    ("style", "Pick a style for your last photo"),
+    ("styles", "Show the paintings"),
+    ("stylize", "In groups: reply to a photo"),
+    ("settings", "Strength, size, quality, colours"),
+    ("strength", "How strong the style is (1-10)"),
+    ("size", "small, medium or large"),
+    ("quality", "fast, balanced or best"),
+    ("colors", "Keep the photo's colours: on or off"),
+    ("reset", "Back to the default settings"),
+    ("queue", "Your pictures in the works"),
+    ("cancel", "Stop your pictures in the works"),
+]
+
+# --- the conversation -------------------------------------------------------------------------
+PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
+PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
+NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
+NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
+WAITING_FOR_STYLE = (
+    "I have your photo and I'm waiting for a style: tap one of the buttons above, "
+    "type a style name like <code>starry-night</code>, or send a picture to copy the style from."
+)
+STICKER = "Stickers are fun, but I can only paint photos. 📷 Send me a photo."
+GROUP_USAGE = "Reply to a photo with <code>/stylize starry-night</code> (or just /stylize to pick a style)."
+ALBUM_TOO_BIG = "I used the first two pictures of the album: the photo and the style."
+OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
+NOT_YOUR_BUTTON = "That button is for the person who asked."
+NOT_ALLOWED = "Sorry, this bot is private."
+ADMIN_ONLY = "That command is for the bot's admins."
+
+
+def unknown_preset(name: str, suggestion: str | None) -> str:
+    hint = f" Did you mean <code>{esc(suggestion)}</code>?" if suggestion else ""
+    return f"I don't know a style called “{esc(name)}”.{hint} See /styles for the list."
+
+
+def not_an_image(mime: str | None, file_name: str | None) -> str:
+    what = "That file"
+    if mime == "application/pdf" or (file_name or "").lower().endswith(".pdf"):
+        what = "That's a PDF, and it"
+    return f"{what} isn't an image I can paint. Please send a JPEG or PNG photo. 📷"
+
+
+def file_too_big(size: int, limit: int) -> str:
+    return (
+        f"That file is {size / 1024 / 1024:.1f} MB; I can only download files up to {limit / 1024 / 1024:.0f} MB. "
+        "Send it as a photo (Telegram shrinks it) or a smaller file."
+    )
+
+
+def bad_image(reason: str) -> str:
+    return f"I couldn't use that picture: {esc(reason)}. Please send another one."
+
+
+def too_many_pixels(width: int, height: int, limit: int) -> str:
+    return (
+        f"That picture is {width}×{height} — {width * height / 1e6:.0f} megapixels, more than the "
+        f"{limit / 1e6:.0f} I can take. Please send a smaller one."
+    )
+
+
+DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please send it again."
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "a moment"
+    if seconds < 60:
+        return f"{max(1, math.ceil(seconds))} s"
+    return f"{math.ceil(seconds / 60)} min"
+
+
+def queued(position: int, eta_s: float | None) -> str:
+    if position <= 1:
+        return f"🕐 You're next in the queue. Ready in about {minutes(eta_s)}."
+    return f"🕐 In the queue: #{position}. Ready in about {minutes(eta_s)}."
+
+
+def progress_bar(fraction: float) -> str:
+    filled = max(0, min(BAR_WIDTH, round(fraction * BAR_WIDTH)))
+    return "▓" * filled + "░" * (BAR_WIDTH - filled)
+
+
+def painting(fraction: float, eta_s: float | None) -> str:
+    pct = max(0, min(100, int(fraction * 100)))
+    left = f" · about {minutes(eta_s)} left" if eta_s is not None and fraction < 1 else ""
+    return f"🎨 Painting… {pct}%\n{progress_bar(fraction)}{left}"
+
+
+RESTARTED = "♻️ I restarted; your picture is back in the queue."
+CANCELLED = "Cancelled. ✋"
+USER_BLOCKED = "user blocked the bot"
+
+
+def failed(reason: str) -> str:
+    return (
+        f"😞 Sorry, I couldn't paint this one: {esc(reason)}.\nYour settings and other pictures are fine — try again?"
+    )
+
+
+def too_many_jobs(limit: int) -> str:
+    noun = "picture" if limit == 1 else "pictures"
+    return f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel."
+
+
+def busy(wait_s: float) -> str:
+    return f"I'm very busy right now. 🙏 Please try again in about {max(1, math.ceil(wait_s / 60))} minutes."
+
+
+def style_name(preset_slug: str | None) -> str:
+    if preset_slug is None:
+        return "your own style"
+    try:
+        return presets.get(preset_slug).title
+    except presets.PresetError:
+        return preset_slug
+
+
+def result_caption(
+    style: str, strength: int, width: int, height: int, seconds: float | None, mention: str | None
+) -> str:
+    took = f" · {seconds:.0f} s" if seconds is not None else ""
+    who = f"{mention}: " if mention else ""
+    return f"{who}🖼 {esc(style)} · strength {strength} · {width}×{height}{took}"
+
+
+def cancelled_jobs(n: int) -> str:
+    if n == 0:
+        return "You have nothing in the works to cancel."
+    return f"Cancelled {n} picture{'s' if n != 1 else ''}. ✋"
+
+
+def queue_empty() -> str:
+    return "You have nothing in the works. Send me a photo! 📷"
+
+
+def queue_line(index: int, style: str, position: int | None, eta_s: float | None) -> str:
+    if position == 0:
+        where = "painting now"
+    elif position is None:
+        where = "waiting"
+    else:
+        where = f"#{position} in the queue"
+    return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
+
+
+STRONGEST = "That's already the strongest setting."
+WEAKEST = "That's already the weakest setting."
+RESULT_GONE = "Sorry, that result is no longer on the server."
+SENDING_FULL = "Sending the full-size file…"
+ANOTHER_STYLE = "Pick another style for this photo:"
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def settings_text(strength: int, size_name: str, size_px: int, quality: str, colors: bool) -> str:
+    return (
+        "<b>Your settings</b>\n"
+        f"Strength: {strength} (1–10)\n"
+        f"Size: {size_name} ({size_px} px long side)\n"
+        f"Quality: {quality}\n"
+        f"Keep the photo's colours: {'on' if colors else 'off'}"
+    )
+
+
+STRENGTH_USAGE = "Strength is a number from 1 (subtle) to 10 (bold), e.g. <code>/strength 7</code>."
+SIZE_USAGE = "Size is <code>small</code>, <code>medium</code> or <code>large</code>, e.g. <code>/size large</code>."
+QUALITY_USAGE = (
+    "Quality is <code>fast</code>, <code>balanced</code> or <code>best</code>, e.g. <code>/quality best</code>."
+)
+COLORS_USAGE = (
+    "Use <code>/colors on</code> to keep your photo's colours, <code>/colors off</code> to take the painting's."
+)
+RESET_DONE = "Settings are back to the defaults."
+
+
+def setting_saved(what: str, value: object) -> str:
+    return f"✅ {what} set to {esc(value)}."
+
+
+def size_capped(name: str, px: int) -> str:
+    return f"✅ Size set to {name} — this machine can do at most {px} px, so that's what you'll get."
+
+
+# --- inline / admin ---------------------------------------------------------------------------
+INLINE_EMPTY_BUTTON = "No pictures yet — open the bot to make one"
+
+
+def stats_text(
+    queue: int, running: int, done: int, failed: int, avg_seconds: float | None, device: str, executor_queue: int
+) -> str:
+    avg = f"{avg_seconds:.1f} s" if avg_seconds is not None else "—"
+    return (
+        "<b>Stats</b>\n"
+        f"Queue: {queue} waiting, {running} running (executor: {executor_queue})\n"
+        f"Today: {done} done, {failed} failed\n"
+        f"Average job time today: {avg}\n"
+        f"Device: {esc(device)}"
+    )
