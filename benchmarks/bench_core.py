@@ -1,0 +1,248 @@
+"""The engine against pastiche on pastiche's own objective, side by side in one run.
+
+pastiche runs its default (content relu4_2 with weight 0.01, style relu1_1..relu5_1
+with 10/C², no TV, L-BFGS from the photo) for 100 steps; its final objective is
+the target.  The engine then optimises *the same objective* on the same pixels
+(inputs resized exactly as pastiche resizes them) with its own schedule, and we
+record the wall time until its full-resolution objective reaches the target.
+The engine's final image is also scored by pastiche's own loss code as a
+cross-check.
+
+    python benchmarks/bench_core.py --pixels 65536 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nst_core import images  # noqa: E402
+from nst_core.device import pick_device  # noqa: E402
+from nst_core.settings import StyleSettings  # noqa: E402
+from nst_core.transfer import Objective, StylizeProgress, stylize  # noqa: E402
+from nst_core.vgg import STYLE_LAYERS, cached_features  # noqa: E402
+
+SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared"))
+CHANNELS = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
+
+
+class _Reached(Exception):
+    pass
+
+
+class PeakRSS:
+    """Samples the process's resident memory in a thread: torch allocations are not in tracemalloc."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def pastiche_objective() -> Objective:
+    return Objective(
+        content_layers={"relu4_2": 0.01},
+        style_layers={layer: 10.0 / CHANNELS[layer] ** 2 for layer in STYLE_LAYERS},
+        tv_weight=0.0,
+        normalize=False,
+    )
+
+
+def pastiche_pil(path: Path, pixels: int) -> Image.Image:
+    """The image exactly as pastiche's load_image sees it (bilinear resize to ``pixels``)."""
+    img = Image.open(path)
+    w, h = img.size
+    size = images.fit_area((w, h), pixels)
+    return img.resize(size, Image.BILINEAR).convert("RGB")
+
+
+def run_pastiche(content: Path, style: Path, pixels: int, device: str, steps: int) -> dict:
+    from pastiche.pastiche import PasticheArtist
+
+    t0 = time.perf_counter()
+    artist = PasticheArtist(str(content), [str(style)], device=device, size_pixels=pixels)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        artist.draw()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        loss = artist._calc_loss().item()
+    return {"artist": artist, "seconds": seconds, "setup_seconds": setup, "loss": loss}
+
+
+def pastiche_score(artist, image: Image.Image) -> float:
+    """pastiche's own objective of ``image`` (RGB 0-255 -> its BGR mean-subtracted tensor)."""
+    x = images.to_tensor(image).mul(255).flip(1)
+    x -= torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        artist.pastiche.data.copy_(x.to(artist.pastiche.device))
+        return artist._calc_loss().item()
+
+
+def vgg_flops(device: str, size: tuple[int, int]) -> float:
+    """FLOPs of one forward + input-gradient pass of the objective at ``size`` (w, h)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = cached_features(device)
+    x = torch.rand(1, 3, size[1], size[0], device=device, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        feats = model(x, ["relu4_2", *STYLE_LAYERS])
+        sum(f.float().square().mean() for f in feats.values()).backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, target: float,
+               steps: tuple[int, ...] | None, quality: str) -> dict:
+    settings = StyleSettings(size=max(content_img.size), quality=quality, tv_weight=0.0)
+    trace: list[StylizeProgress] = []
+    reached: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def on_step(p: StylizeProgress) -> None:
+        trace.append(p)
+        if p.scale == p.scales and p.loss <= target and "seconds" not in reached:
+            reached["seconds"] = time.perf_counter() - t0
+            reached["step"] = p.step
+            raise _Reached()
+
+    cached_features(device)  # warm, as in the bot: the model stays loaded between jobs
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        result = None
+        try:
+            result = stylize(content_img, [style_img], settings, device=device, progress=on_step,
+                             objective=pastiche_objective(), steps=steps)
+        except _Reached:
+            pass
+        total = time.perf_counter() - t0
+    return {
+        "reached": "seconds" in reached,
+        "seconds": reached.get("seconds", total),
+        "steps_to_target": reached.get("step"),
+        "trace": trace,
+        "result": result,
+        "peak_rss_mb": rss.peak / 2**20,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--content", type=Path, default=SHARED / "content" / "chelsea-cat.png")
+    ap.add_argument("--style", type=Path, default=SHARED / "presets" / "starry-night.jpg")
+    ap.add_argument("--pixels", type=int, nargs="+", default=[256 * 256, 512 * 512],
+                    help="output area(s) in pixels, e.g. 65536 for about 256x256")
+    ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    ap.add_argument("--pastiche-steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, nargs="+", default=None,
+                    help="engine steps per scale, coarsest first (default: the quality's schedule)")
+    ap.add_argument("--quality", default="best", help="engine schedule (an upper bound: it stops at the target)")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    device = pick_device(args.device)
+    matmul = matmul_gflops(device)
+    runs = []
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"matmul {matmul:.0f} GFLOP/s")
+    for pixels in args.pixels:
+        content_img = pastiche_pil(args.content, pixels)
+        style_img = pastiche_pil(args.style, content_img.width * content_img.height)
+        p = run_pastiche(args.content, args.style, pixels, device, args.pastiche_steps)
+        e = run_engine(content_img, style_img, device, p["loss"], tuple(args.steps) if args.steps else None,
+                       args.quality)
+        flops = 0.0
+        per_size: dict[tuple[int, int], float] = {}
+        for step in e["trace"]:
+            key = (step.width, step.height)
+            if key not in per_size:
+                per_size[key] = vgg_flops(device, key)
+            flops += per_size[key]
+        engine_loss = e["trace"][-1].loss
+        row = {
+            "content": args.content.name,
+            "style": args.style.name,
+            "pixels": pixels,
+            "size": list(content_img.size),
+            "device": device,
+            "pastiche_steps": args.pastiche_steps,
+            "pastiche_seconds": round(p["seconds"], 2),
+            "pastiche_setup_seconds": round(p["setup_seconds"], 2),
+            "pastiche_loss": p["loss"],
+            "engine_reached_target": e["reached"],
+            "engine_seconds": round(e["seconds"], 2),
+            "engine_steps": len(e["trace"]),
+            "engine_loss": engine_loss,
+            "engine_schedule": sorted({(s.scale, s.width, s.height) for s in e["trace"]}),
+            "ratio": round(p["seconds"] / e["seconds"], 2),
+            "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
+            "matmul_gflops": round(matmul, 1),
+            "gflops_fraction": round(flops / e["seconds"] / 1e9 / matmul, 3),
+            "peak_rss_mb": round(e["peak_rss_mb"], 1),
+        }
+        if e["result"] is not None:
+            row["engine_final_loss_by_pastiche"] = pastiche_score(p["artist"], e["result"])
+        runs.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "engine_schedule"}))
+        print(f"  {content_img.width}x{content_img.height}: pastiche {row['pastiche_seconds']} s "
+              f"(loss {row['pastiche_loss']:.4g}) vs engine {row['engine_seconds']} s "
+              f"({'reached' if e['reached'] else 'NOT reached'} in {row['engine_steps']} steps) "
+              f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
+              f"peak RSS {row['peak_rss_mb']:.0f} MB")
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device},
+        "runs": runs,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The ``nst`` command: stylize images and manage presets from a terminal.
+
+Options and their defaults come from ``StyleSettings`` so the CLI can never
+drift from the engine.  Every error ends in one line on stderr and a non-zero
+exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from nst_core import presets
+from nst_core.images import ImageError, open_image, save_image
+from nst_core.settings import Quality, SettingsError, StyleSettings
+
+_DEFAULTS = {f.name: f.default for f in fields(StyleSettings)}
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+class CLIError(Exception):
+    """A problem to report in one line."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nst", description="Paint photos in the style of famous paintings.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("stylize", help="paint one photo", description="Paint CONTENT in the style of one or more "
+                       "paintings (your own files with --style, or presets with --preset).")
+    s.add_argument("content", type=Path, help="the photo")
+    s.add_argument("--style", type=Path, nargs="+", default=[], metavar="FILE", help="style image file(s)")
+    s.add_argument("--preset", nargs="+", default=[], metavar="SLUG", help="preset painting(s); see `nst presets list`")
+    s.add_argument("--style-weights", type=float, nargs="+", metavar="W",
+                   help="blend weights, one per style, in the order --style then --preset")
+    s.add_argument("--strength", type=int, default=_DEFAULTS["strength"],
+                   help="1 (mostly photo) … 10 (mostly painting); default %(default)s")
+    s.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="long side of the output in pixels (default: depends on the device)")
+    s.add_argument("--quality", choices=[q.value for q in Quality], default=_DEFAULTS["quality"].value,
+                   help="how long to optimise; default %(default)s")
+    s.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours (luminance-only transfer)")
+    s.add_argument("--style-scale", type=float, default=_DEFAULTS["style_scale"],
+                   help="size of the painting's brush strokes relative to the photo; default %(default)s")
+    s.add_argument("--tv-weight", type=float, default=_DEFAULTS["tv_weight"], help="smoothness; default %(default)s")
+    s.add_argument("--optimizer", choices=["lbfgs", "adam"], default=_DEFAULTS["optimizer"].value)
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    s.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
+    s.add_argument("-o", "--output", type=Path, required=True, help="output file (.jpg, .png or .webp)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("presets", help="list or fetch the preset paintings")
+    psub = p.add_subparsers(dest="presets_command", required=True)
+    psub.add_parser("list", help="show the presets as a table")
+    f = psub.add_parser("fetch", help="download presets into the cache (verifying their sha256)")
+    f.add_argument("slugs", nargs="*", metavar="SLUG")
+    f.add_argument("--all", action="store_true", help="fetch every preset")
+    return parser
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from nst_core.device import pick_device
+    from nst_core.transfer import StylizeError, StylizeProgress, stylize
+
+    if not args.style and not args.preset:
+        raise CLIError("give a style: --style FILE or --preset SLUG (see `nst presets list`)")
+    if args.output.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
+        raise CLIError(f"output must end in .jpg, .jpeg, .png or .webp, not {args.output.name!r}")
+    if not args.output.parent.exists():
+        raise CLIError(f"output folder {args.output.parent} does not exist")
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    settings = StyleSettings(
+        strength=args.strength, size=args.size, quality=args.quality, preserve_colors=args.preserve_colors,
+        style_weights=tuple(args.style_weights) if args.style_weights else None, style_scale=args.style_scale,
+        seed=args.seed, optimizer=args.optimizer, tv_weight=args.tv_weight,
+    )
+    content = open_image(args.content, what="photo")
+    styles = [open_image(path, what="style image") for path in args.style]
+    styles += [presets.load_preset_image(slug) for slug in args.preset]
+    settings.blend_weights(len(styles))  # validate the count before the long part
+
+    bar = None
+    started = time.monotonic()
+
+    def on_step(p: StylizeProgress) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=p.total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+        bar.set_description(f"scale {p.scale}/{p.scales} {p.width}x{p.height}")
+        eta = f"{p.eta:.0f}s" if p.eta is not None else "?"
+        bar.set_postfix_str(f"loss {p.loss:.4g}, eta {eta}", refresh=False)
+        bar.update(p.step - bar.n)
+
+    try:
+        result = stylize(content, styles, settings, device=device, progress=on_step)
+    except StylizeError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    save_image(result, args.output)
+    print(f"saved {args.output} ({result.width}x{result.height}) in {time.monotonic() - started:.1f} s on {device}")
+    return 0
+
+
+def _presets(args: argparse.Namespace) -> int:
+    if args.presets_command == "list":
+        rows = [(p.slug, p.title, p.artist, p.year, "cached" if presets.is_cached(p.slug) else "-")
+                for p in presets.catalog().values()]
+        header = ("slug", "title", "artist", "year", "cache")
+        widths = [min(48, max(len(str(r[i])) for r in [header, *rows])) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(v)[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        print(f"\ncache: {presets.cache_dir()}")
+        return 0
+    slugs = list(presets.catalog()) if args.all else args.slugs
+    if not slugs:
+        raise CLIError("name presets to fetch, or use --all (see `nst presets list`)")
+    for slug in slugs:
+        path = presets.fetch(slug)
+        print(f"{slug}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "stylize":
+            return _stylize(args)
+        return _presets(args)
+    except KeyboardInterrupt:
+        print("nst: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (CLIError, ImageError, SettingsError, presets.PresetError) as exc:
+        print(f"nst: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # the promise is one line, even for the unexpected
+        from nst_core.vgg import WeightsError
+
+        if isinstance(exc, WeightsError):
+            print(f"nst: error: {exc}", file=sys.stderr)
+        else:
+            print(f"nst: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
