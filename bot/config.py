@@ -118,10 +118,12 @@ class BotConfig(BaseSettings):
 
     @property
     def download_limit(self) -> int:
-        """Largest file the bot will try to fetch: 20 MB on the cloud API unless overridden."""
-        if self.max_file_bytes is not None:
-            return self.max_file_bytes
-        return CLOUD_DOWNLOAD_LIMIT if self.base_url is None else 2000 * 1024 * 1024
+        """Largest file the bot will try to fetch: the cloud API's 20 MB unless NST_MAX_FILE_BYTES says more.
+
+        Not raised automatically for a custom TELEGRAM_BASE_URL: only a Local Bot API
+        Server lifts the limit, and a URL alone doesn't say which kind of server it is.
+        """
+        return self.max_file_bytes if self.max_file_bytes is not None else CLOUD_DOWNLOAD_LIMIT
 
     @property
     def db_path(self) -> Path:

@@ -281,8 +281,12 @@ class Database:
         rows = await self._all(sql + " ORDER BY created_at, rowid", params)
         return [JobRow.from_row(r) for r in rows]
 
-    async def count_active(self) -> int:
-        row = await self._one("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
+    async def count_active(self, *statuses: str) -> int:
+        """Jobs queued or running (or only in ``statuses``), for everybody."""
+        states = statuses or ACTIVE
+        row = await self._one(
+            f"SELECT COUNT(*) AS n FROM jobs WHERE status IN ({', '.join('?' for _ in states)})", states
+        )
         return int(row["n"]) if row else 0
 
     async def mark_delivered(self, job_id: str, *, file_id: str, message_id: int, caption: str, user_id: int) -> bool:

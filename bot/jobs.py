@@ -322,8 +322,13 @@ class JobService:
     async def check_image(self, ref: ImageRef, what: str = "photo") -> tuple[int, int]:
         """Download and fully decode the picture now, so a bad one is refused right away."""
         data = await self.download(ref)
+        limit = self.config.max_pixels
+        size = await asyncio.to_thread(_header_size, data)
+        if size is not None and size[0] * size[1] > limit:
+            self._images.pop(ref.file_id, None)
+            raise RequestError(texts.too_many_pixels(size[0], size[1], limit))
         try:
-            img = await asyncio.to_thread(open_image, data, what=what, max_pixels=self.config.max_pixels)
+            img = await asyncio.to_thread(open_image, data, what=what, max_pixels=limit)
         except ImageError as exc:
             self._images.pop(ref.file_id, None)
             raise RequestError(texts.bad_image(str(exc))) from None
@@ -370,8 +375,9 @@ class JobService:
         style_bytes = await self.download(style) if style else None
         await self.db.insert_job(row)
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
-        position = await self.db.count_active()
-        eta = position * (await self.db.typical_seconds() or 30.0)
+        # 1 = next to start, as the executor counts; the running job is not "in the queue".
+        position = await self.db.count_active("queued")
+        eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
         await self._open_status(row, texts.queued(position, eta))
         await self.executor.submit(self._job_for(row, content_bytes, style_bytes))
         return row
@@ -670,6 +676,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".part")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the file header alone (no decoding), or None if unreadable."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Exception:  # open_image gives the proper message for anything unreadable
+        return None
 
 
 def _image_size(path: str | None) -> tuple[int, int]:

@@ -107,10 +107,14 @@ def bad_image(reason: str) -> str:
     return f"I couldn't use that picture: {esc(reason)}. Please send another one."
 
 
+def _mp(pixels: int) -> str:
+    return f"{pixels / 1e6:.0f}" if pixels >= 10e6 else f"{pixels / 1e6:.2g}"
+
+
 def too_many_pixels(width: int, height: int, limit: int) -> str:
     return (
-        f"That picture is {width}×{height} — {width * height / 1e6:.0f} megapixels, more than the "
-        f"{limit / 1e6:.0f} I can take. Please send a smaller one."
+        f"That picture is {width}×{height} — {_mp(width * height)} megapixels, more than the "
+        f"{_mp(limit)} I can take. Please send a smaller one."
     )
 
 

@@ -1,0 +1,60 @@
+"""Fixtures for the bot's tests (helpers and ``BotRunner``: ``bot_helpers``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from bot_helpers import BotRunner, FakeTelegram
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """Two torch threads on two shared cores thrash (10x slower); one is plenty at 64 px."""
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def runner(tg: FakeTelegram, tmp_path: Path) -> AsyncIterator[BotRunner]:
+    r = BotRunner(tg, tmp_path / "data")
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def bot(runner: BotRunner) -> BotRunner:
+    """A running bot with default test settings."""
+    await runner.start()
+    return runner
+
+
+@pytest.fixture
+def alice(tg: FakeTelegram) -> dict[str, Any]:
+    return tg.user(101, "Alice", username="alice")
+
+
+@pytest.fixture
+def bob(tg: FakeTelegram) -> dict[str, Any]:
+    return tg.user(202, "Bob", username="bob")
+
+
+@pytest.fixture
+def log_records(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog

@@ -1,0 +1,73 @@
+"""Groups (commands and replies, two people at once) and inline sharing of results."""
+
+from __future__ import annotations
+
+from bot_helpers import (
+    BotRunner,
+    FakeTelegram,
+    find_button,
+    image_bytes,
+    msg_id,
+    param,
+    reply_to,
+    text_of,
+    wait_photo,
+    wait_text,
+)
+
+
+async def test_group_reply_flow_with_two_users(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
+    group = tg.group_chat()
+    alice_photo = tg.send_photo(group, alice, image_bytes(seed=1))
+    bob_photo = tg.send_photo(group, bob, image_bytes(seed=2))
+    # Plain photos in a group are not the bot's business.
+    tg.send_text(group, alice, "/stylize starry-night", reply_to=alice_photo["message"])
+    bot_name = tg.bot_user["username"]
+    tg.send_text(group, bob, f"/stylize@{bot_name}", reply_to=bob_photo["message"])
+    (prompt,) = await wait_text(tg, group["id"], "Pick a style")
+    assert reply_to(prompt) != msg_id(alice_photo)
+
+    # Alice cannot pick Bob's style; Bob can.
+    message, data = find_button(tg, group["id"], "p:great-wave:")
+    tg.press_button(message, alice, data)
+    await tg.wait_for("answerCallbackQuery", lambda r: "for the person who asked" in text_of(r))
+    tg.press_button(message, bob, data)
+
+    results = await wait_photo(tg, group["id"], count=2)
+    by_reply = {reply_to(r): text_of(r) for r in results}
+    assert set(by_reply) == {msg_id(alice_photo), msg_id(bob_photo)}
+    assert "The Starry Night" in by_reply[msg_id(alice_photo)] and "tg://user?id=101" in by_reply[msg_id(alice_photo)]
+    assert "Great Wave" in by_reply[msg_id(bob_photo)] and "tg://user?id=202" in by_reply[msg_id(bob_photo)]
+
+
+async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    group = tg.group_chat()
+    tg.send_text(group, alice, "/strength 8")
+    await wait_text(tg, group["id"], "Strength set to 8")
+    photo = tg.send_photo(group, alice, image_bytes(), caption="/stylize the-scream")
+    (result,) = await wait_photo(tg, group["id"])
+    assert reply_to(result) == msg_id(photo)
+    assert "The Scream" in text_of(result) and "strength 8" in text_of(result) and "Alice" in text_of(result)
+
+    tg.send_text(group, alice, "/stylize")
+    await wait_text(tg, group["id"], "Reply to a photo with")
+
+
+async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    await wait_photo(tg, chat["id"])
+    sent = tg.messages(chat["id"])[-1]
+    file_id = sent["photo"][-1]["file_id"]
+
+    tg.inline_query(alice, "")
+    (answer,) = await tg.wait_for("answerInlineQuery")
+    results = param(answer, "results")
+    assert len(results) == 1
+    assert results[0]["type"] == "photo" and results[0]["photo_file_id"] == file_id
+    assert "Great Wave" in results[0]["caption"]
+
+    tg.inline_query(bob, "")
+    answers = await tg.wait_for("answerInlineQuery", count=2)
+    assert param(answers[1], "results") == []
+    assert "open the bot" in param(answers[1], "button")["text"]

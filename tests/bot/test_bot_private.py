@@ -1,0 +1,158 @@
+"""The private conversation, end to end: what a user sends, what comes back."""
+
+from __future__ import annotations
+
+from bot_helpers import (
+    BotRunner,
+    FakeTelegram,
+    button_data,
+    chat_of,
+    find_button,
+    image_bytes,
+    msg_id,
+    param,
+    photo_requests,
+    reply_to,
+    text_of,
+    wait_photo,
+    wait_text,
+)
+
+from nst_core.executor import LocalExecutor
+
+
+async def test_start_and_help_explain_with_presets(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/start")
+    (start,) = await wait_text(tg, chat["id"], "Hi Alice")
+    assert "starry-night" in text_of(start) and "Send me a photo" in text_of(start)
+    tg.send_text(chat, alice, "/help")
+    (help_,) = await wait_text(tg, chat["id"], "How it works")
+    assert "/stylize" in text_of(help_) and "great-wave" in text_of(help_)
+
+
+async def test_command_menu_is_registered_at_start(tg: FakeTelegram, bot: BotRunner) -> None:
+    (req,) = tg.calls("setMyCommands")
+    names = {c["command"] for c in param(req, "commands")}
+    assert {"start", "help", "style", "styles", "settings", "cancel", "queue"} <= names
+
+
+async def test_photo_then_preset_button_gives_result_with_buttons(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    runner.overrides.update(status_interval_s=0.0)  # every progress step shows (jobs here take ~1 s)
+    await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(10,)))
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes())
+    (prompt,) = await wait_text(tg, chat["id"], "pick a style")
+    assert reply_to(prompt) == msg_id(photo)
+    labels = button_data(prompt)
+    assert "The Starry Night" in labels and len(labels) == 11
+
+    message, data = find_button(tg, chat["id"], "p:starry-night:")
+    tg.press_button(message, alice, data)
+
+    (status,) = await wait_text(tg, chat["id"], "queue")
+    assert reply_to(status) == msg_id(photo)
+    assert "✖ Cancel" in button_data(status)
+    (result,) = await wait_photo(tg, chat["id"])
+    assert reply_to(result) == msg_id(photo)
+    caption = text_of(result)
+    assert "The Starry Night" in caption and "strength 5" in caption and "64×" in caption
+    assert set(button_data(result)) == {"➕ Stronger", "➖ Weaker", "🎨 Another style", "📄 Full size", "↗ Share"}
+    assert button_data(result)["↗ Share"] == "switch_inline_query"
+    # The status message went from the queue to painting progress, then away.
+    edits = [text_of(r) for r in tg.calls("editMessageText") if chat_of(r) == chat["id"]]
+    assert any("Painting…" in t and "%" in t for t in edits)
+    await tg.wait_for("deleteMessage", lambda r: chat_of(r) == chat["id"])
+    # The style keyboard was closed, so it can't start a second job.
+    assert any("Style: <b>The Starry Night</b>" in text_of(r) for r in tg.calls("editMessageText"))
+
+
+async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    (first,) = await wait_photo(tg, chat["id"])
+    assert "strength 5" in text_of(first)
+    result_msg = tg.messages(chat["id"])[-1]
+    assert result_msg.get("photo")
+    data = button_data(first)
+
+    tg.press_button(result_msg, alice, data["➕ Stronger"])
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert "strength 7" in text_of(results[1]) and reply_to(results[1]) == msg_id(photo)
+
+    tg.press_button(result_msg, alice, data["➖ Weaker"])
+    results = await wait_photo(tg, chat["id"], count=3)
+    assert "strength 3" in text_of(results[2])
+
+    tg.press_button(result_msg, alice, data["📄 Full size"])
+    (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"])
+    assert reply_to(doc) == result_msg["message_id"]
+    assert doc.files and next(iter(doc.files.values()))[:2] == b"\xff\xd8"  # the JPEG itself, uncompressed
+
+
+async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes(seed=1))
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_photo(chat, alice, image_bytes(seed=3))
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "your own style" in text_of(result)
+    assert reply_to(result) == msg_id(photo)
+
+
+async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    first = tg.send_photo(chat, alice, image_bytes(seed=1), media_group_id="album-1")
+    tg.send_photo(chat, alice, image_bytes(seed=2), media_group_id="album-1")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "your own style" in text_of(result)
+    assert reply_to(result) == msg_id(first)
+    assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
+
+
+async def test_image_file_for_full_quality(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    doc = tg.send_document(chat, alice, image_bytes(fmt="PNG"), file_name="cat.png", mime_type="image/png")
+    (prompt,) = await wait_text(tg, chat["id"], "pick a style")
+    assert reply_to(prompt) == msg_id(doc)
+    msg, data = find_button(tg, chat["id"], "p:the-scream:")
+    tg.press_button(msg, alice, data)
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "The Scream" in text_of(result) and reply_to(result) == msg_id(doc)
+
+
+async def test_caption_naming_a_preset_is_a_complete_request(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes(), caption="Starry Night")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "The Starry Night" in text_of(result) and reply_to(result) == msg_id(photo)
+    assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
+
+
+async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes())
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_text(chat, alice, "/style great-wave")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "Great Wave" in text_of(result)
+    # /style with no name shows the keyboard again for the same photo; a typed name works too.
+    tg.send_text(chat, alice, "/style")
+    (again,) = await wait_text(tg, chat["id"], "Pick a style for your last photo")
+    assert len(button_data(again)) == 11
+    tg.send_text(chat, alice, "the-kiss")
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert "The Kiss" in text_of(results[1])
+    assert len(photo_requests(tg, chat["id"])) == 2
+
+
+async def test_styles_gallery_shows_titles_and_artists(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/styles")
+    groups = await tg.wait_for("sendMediaGroup", count=2)
+    captions = [m.get("caption", "") for g in groups for m in param(g, "media")]
+    assert len(captions) == 11
+    assert any("The Starry Night" in c and "Vincent van Gogh" in c for c in captions)
+    await wait_text(tg, chat["id"], "pick one of these")

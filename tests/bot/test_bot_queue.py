@@ -1,0 +1,116 @@
+"""/cancel, /queue, the per-user and global limits, and /stats."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+from bot_helpers import (
+    BotRunner,
+    FakeTelegram,
+    chat_of,
+    find_button,
+    image_bytes,
+    photo_requests,
+    settle,
+    text_of,
+    wait_photo,
+    wait_text,
+)
+
+from nst_core.executor import LocalExecutor
+
+#: Enough steps that a job is still running when the test cancels it (each step is ~0.05-0.2 s).
+LONG = (400,)
+
+
+def slow_executor() -> LocalExecutor:
+    return LocalExecutor("cpu", timeout_s=120, steps=LONG)
+
+
+async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
+    await wait_text(tg, chat["id"], "You're next in the queue")
+
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "Your pictures")
+    assert "The Starry Night — painting now" in text_of(queue)
+    assert "#1 in the queue" in text_of(queue)  # the great wave is next
+
+    started = time.monotonic()
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Cancelled 2 pictures")
+    await wait_text(tg, chat["id"], "Cancelled.", method="editMessageText", count=2)
+    assert time.monotonic() - started < 10  # the running job stopped within a few steps
+    await settle(0.5)
+    assert photo_requests(tg, chat["id"]) == []
+
+    tg.send_text(chat, alice, "/queue")
+    await wait_text(tg, chat["id"], "nothing in the works")
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "nothing in the works to cancel")
+
+
+async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="the-kiss")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    message, data = find_button(tg, chat["id"], "x:")
+    tg.press_button(message, alice, data)
+    await wait_text(tg, chat["id"], "Cancelled.", method="editMessageText")
+    # Pressing it again, on a finished job, is answered, not ignored.
+    tg.press_button(message, alice, data)
+    await tg.wait_for("answerCallbackQuery", lambda r: "already finished" in text_of(r))
+
+
+async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict) -> None:
+    runner.overrides.update(max_jobs_per_user=2, max_queue=3)
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    for seed in range(3):
+        tg.send_photo(chat, alice, image_bytes(seed=seed), caption="starry-night")
+    await wait_text(tg, chat["id"], "You already have 2 pictures in the works")
+
+    carol = tg.user(303, "Carol")
+    tg.send_photo(tg.private_chat(bob), bob, image_bytes(), caption="great-wave")
+    await wait_text(tg, bob["id"], "In the queue")
+    tg.send_photo(tg.private_chat(carol), carol, image_bytes(), caption="great-wave")
+    (busy,) = await wait_text(tg, carol["id"], "very busy")
+    assert "try again in about" in text_of(busy)
+    # Alice's two jobs are untouched by the refusals.
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "Your pictures")
+    assert text_of(queue).count("Starry Night") == 2
+
+
+async def test_stats_is_for_admins_only(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/stats")
+    await wait_text(tg, chat["id"], "for the bot's admins")
+
+    admin = tg.user(42, "Ada")
+    admin_chat = tg.private_chat(admin)
+    tg.send_photo(admin_chat, admin, image_bytes(), caption="great-wave")
+    await wait_photo(tg, admin_chat["id"])
+    tg.send_text(admin_chat, admin, "/stats")
+    (stats,) = await wait_text(tg, admin_chat["id"], "Stats")
+    text = text_of(stats)
+    assert "Today: 1 done, 0 failed" in text and "Device: cpu" in text and "Average job time today" in text
+
+
+async def test_status_edits_are_throttled_and_only_on_change(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    runner.overrides.update(status_interval_s=1.0)
+    await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(60,)))
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    await wait_photo(tg, chat["id"], timeout=60)
+    edits = [r for r in tg.calls("editMessageText") if chat_of(r) == chat["id"]]
+    assert any("Painting…" in text_of(r) for r in edits)
+    for before, after in itertools.pairwise(edits):
+        assert text_of(before) != text_of(after)
+        assert after.at - before.at >= 0.9

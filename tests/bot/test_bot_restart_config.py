@@ -1,0 +1,116 @@
+"""A restart in the middle of a queue, and the configuration's first-run failures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bot_helpers import (
+    ROOT,
+    BotRunner,
+    FakeTelegram,
+    image_bytes,
+    msg_id,
+    reply_to,
+    settle,
+    text_of,
+    wait_photo,
+    wait_text,
+    wait_until,
+)
+
+from bot.config import BotConfig, ConfigError, load_config
+from nst_core.executor import LocalExecutor
+
+
+async def test_restart_with_jobs_queued_delivers_each_result_once(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict
+) -> None:
+    await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(30,)))
+    alice_chat, bob_chat = tg.private_chat(alice), tg.private_chat(bob)
+    photos = [
+        tg.send_photo(alice_chat, alice, image_bytes(seed=1), caption="starry-night"),
+        tg.send_photo(bob_chat, bob, image_bytes(seed=2), caption="great-wave"),
+        tg.send_photo(alice_chat, alice, image_bytes(seed=3), caption="the-scream"),
+    ]
+    await wait_text(tg, alice_chat["id"], "queue", count=2)
+    await wait_photo(tg, alice_chat["id"], timeout=60)  # the first one finishes before the restart
+    await settle(0.3)
+    await runner.stop()
+    delivered_before = len([m for c in (alice_chat, bob_chat) for m in tg.messages(c["id"]) if m.get("photo")])
+    assert delivered_before < 3
+
+    await runner.start()  # a new Application on the same database
+    await wait_until(
+        lambda: sum(1 for c in (alice_chat, bob_chat) for m in tg.messages(c["id"]) if m.get("photo")) >= 3,
+        timeout=60,
+        what="three results",
+    )
+    await settle(1.0)
+    sent = [r for r in tg.calls("sendPhoto")]
+    assert sorted(reply_to(r) for r in sent) == sorted(msg_id(p) for p in photos)
+    assert any("I restarted" in text_of(r) for r in tg.calls("editMessageText"))
+
+
+async def test_graceful_stop_keeps_queued_jobs_in_the_database(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(400,)))
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="the-kiss")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    await runner.stop()
+    assert not any(m.get("photo") for m in tg.messages(chat["id"]))
+    await runner.start()
+    (result,) = await wait_photo(tg, chat["id"], timeout=60)
+    assert "The Kiss" in text_of(result)
+
+
+def test_missing_or_malformed_token_fails_with_one_line(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "TELEGRAM_BOT_TOKEN is not set" in lines[0]
+
+    secret = "12345:not-a-real-token-but-secret?!"
+    with pytest.raises(ConfigError) as info:
+        load_config(TELEGRAM_BOT_TOKEN=secret)
+    assert "TELEGRAM_BOT_TOKEN" in str(info.value) and secret not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    monkeypatch.setenv("NST_ADMIN_IDS", "1, 2 3")
+    monkeypatch.setenv("NST_MAX_JOBS_PER_USER", "4")
+    config = load_config()
+    assert config.admin_ids == [1, 2, 3] and config.max_jobs_per_user == 4
+    assert "A" * 35 not in repr(config)
+    assert config.download_limit == 20 * 1024 * 1024
+    local_server = BotConfig(token="123456:" + "A" * 35, base_url="http://localhost:8081/bot", max_file_bytes=2 << 30)
+    assert local_server.download_limit == 2 << 30
+    monkeypatch.setenv("NST_MODE", "webhook")
+    with pytest.raises(ConfigError, match="NST_WEBHOOK_URL"):
+        load_config()
+
+
+async def test_token_never_reaches_the_logs(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/help")
+    await wait_text(tg, chat["id"], "How it works")
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+    ours = [r for r in caplog.records if r.name.split(".")[0] in ("bot", "telegram", "httpx", "httpcore", "nst_core")]
+    assert ours, "the bot logged something at DEBUG"
+    secret = tg.token.split(":", 1)[1]
+    assert not any(secret in r.getMessage() for r in ours)

@@ -1,0 +1,89 @@
+"""Per-user settings: the commands, the /settings buttons, and that jobs and restarts honour them."""
+
+from __future__ import annotations
+
+from bot_helpers import (
+    BotRunner,
+    FakeTelegram,
+    button_data,
+    chat_of,
+    find_button,
+    image_bytes,
+    text_of,
+    wait_photo,
+    wait_text,
+)
+
+
+async def test_each_setting_command(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    for command, expected in [
+        ("/strength 8", "Strength set to 8"),
+        ("/size small", "Size set to small"),
+        ("/quality fast", "Quality set to fast"),
+        ("/colors on", "colours set to on"),
+    ]:
+        tg.send_text(chat, alice, command)
+        await wait_text(tg, chat["id"], expected)
+    tg.send_text(chat, alice, "/settings")
+    (shown,) = await wait_text(tg, chat["id"], "Your settings")
+    text = text_of(shown)
+    assert "Strength: 8" in text and "Size: small" in text and "Quality: fast" in text and "colours: on" in text
+
+    tg.send_text(chat, alice, "/reset")
+    (reset,) = await wait_text(tg, chat["id"], "back to the defaults")
+    assert "Strength: 5" in text_of(reset) and "colours: off" in text_of(reset)
+
+
+async def test_bad_setting_values_explain_the_choices(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/strength 11")
+    await wait_text(tg, chat["id"], "number from 1 (subtle) to 10")
+    tg.send_text(chat, alice, "/strength")
+    await wait_text(tg, chat["id"], "number from 1 (subtle) to 10", count=2)
+    tg.send_text(chat, alice, "/size huge")
+    await wait_text(tg, chat["id"], "<code>small</code>, <code>medium</code> or <code>large</code>")
+    tg.send_text(chat, alice, "/quality perfect")
+    await wait_text(tg, chat["id"], "<code>fast</code>, <code>balanced</code> or <code>best</code>")
+    tg.send_text(chat, alice, "/colors maybe")
+    await wait_text(tg, chat["id"], "/colors on")
+    tg.send_text(chat, alice, "/settings")
+    (shown,) = await tg.wait_for("sendMessage", lambda r: text_of(r).startswith("<b>Your settings"))
+    assert "Strength: 5" in text_of(shown)  # nothing changed
+
+
+async def test_settings_buttons_edit_the_message(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/settings")
+    await wait_text(tg, chat["id"], "Your settings")
+    for prefix, expected in [
+        ("s:str:+1", "Strength: 6"),
+        ("s:size:large", "Size: large (80 px"),
+        ("s:q:best", "Quality: best"),
+        ("s:col:toggle", "colours: on"),
+        ("s:reset", "Strength: 5"),
+    ]:
+        message, data = find_button(tg, chat["id"], prefix)
+        tg.press_button(message, alice, data)
+        await wait_text(tg, chat["id"], expected, method="editMessageText")
+    message, data = find_button(tg, chat["id"], "s:str:-1")
+    tg.press_button(message, alice, data)
+    (edit,) = await wait_text(tg, chat["id"], "Strength: 4", method="editMessageText")
+    assert "✓ medium" in button_data(edit)
+
+
+async def test_settings_apply_to_jobs_and_survive_a_restart(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    await runner.start()
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/strength 9")
+    await wait_text(tg, chat["id"], "Strength set to 9")
+    tg.send_text(chat, alice, "/size large")
+    await wait_text(tg, chat["id"], "Size set to large")
+    await runner.stop()
+
+    await runner.start()
+    tg.send_photo(chat, alice, image_bytes(120, 100), caption="the-scream")
+    (result,) = await wait_photo(tg, chat["id"])
+    caption = text_of(result)
+    assert "strength 9" in caption and "80×" in caption
+    assert [r for r in tg.calls("sendPhoto") if chat_of(r) == chat["id"]] == [result]
