@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +116,74 @@ async def test_token_never_reaches_the_logs(
     assert ours, "the bot logged something at DEBUG"
     secret = tg.token.split(":", 1)[1]
     assert not any(secret in r.getMessage() for r in ours)
+
+
+async def test_nst_bot_process_stops_on_sigterm_without_losing_jobs(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, tmp_path: Path
+) -> None:
+    """The real entry point (polling the fake server) keeps queued jobs across SIGTERM."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_BASE_URL": tg.base_url,
+        "TELEGRAM_BASE_FILE_URL": tg.base_file_url,
+        "NST_DATA_DIR": str(runner.data_dir),
+        "NST_DEVICE": "cpu",
+        "NST_SIZE_MEDIUM": "256",  # full schedule at 256 px: still running when the signal comes
+        "NST_PRESET_DIR": os.environ["NST_PRESET_DIR"],
+        "NST_PRESET_SOURCE_DIR": os.environ["NST_PRESET_SOURCE_DIR"],
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await tg.wait_for("setMyCommands", timeout=60)
+        chat = tg.private_chat(alice)
+        tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+        tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
+        await wait_text(tg, chat["id"], "queue", count=2, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert tg.token.split(":", 1)[1] not in stderr.decode()
+    assert not any(m.get("photo") for m in tg.messages(chat["id"]))
+
+    await runner.start()  # the next start paints both
+    results = await wait_photo(tg, chat["id"], count=2, timeout=60)
+    assert {"The Starry Night", "Great Wave"} <= {
+        name for r in results for name in ("The Starry Night", "Great Wave") if name in text_of(r)
+    }
+
+
+async def test_allow_list_keeps_strangers_out(tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict) -> None:
+    runner.overrides.update(allowed_user_ids=[alice["id"]])
+    await runner.start()
+    tg.send_text(tg.private_chat(bob), bob, "/start")
+    await wait_text(tg, bob["id"], "this bot is private")
+    tg.send_text(tg.private_chat(alice), alice, "/start")
+    await wait_text(tg, alice["id"], "Hi Alice")
+
+
+def test_webhook_mode_runs_the_webhook_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from telegram.ext import Application
+
+    import bot.__main__ as entry
+
+    seen: dict = {}
+    monkeypatch.setattr(Application, "run_webhook", lambda self, **kw: seen.update(kw))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    monkeypatch.setenv("NST_MODE", "webhook")
+    monkeypatch.setenv("NST_WEBHOOK_URL", "https://bot.example.com/hook/telegram")
+    monkeypatch.setenv("NST_WEBHOOK_SECRET", "s3cret-s3cret")
+    monkeypatch.setenv("NST_WEBHOOK_PORT", "8080")
+    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
+    assert entry.main() == 0
+    assert seen["webhook_url"] == "https://bot.example.com/hook/telegram"
+    assert seen["url_path"] == "hook/telegram" and seen["port"] == 8080 and seen["secret_token"] == "s3cret-s3cret"
