@@ -71,6 +71,8 @@ class StyleBotApplication(Application):
     """An Application whose start-up opens the database and executor, and whose stop keeps jobs."""
 
     async def initialize(self) -> None:
+        if self._initialized:  # run_polling after `async with app` must not open things twice
+            return
         await super().initialize()
         db: Database = self.bot_data["db"]
         await db.open()

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from telegram import (
@@ -331,14 +331,17 @@ async def cmd_settings(update: Update, context: Context) -> None:
     await message.reply_text(text, reply_markup=keyboard)
 
 
-async def _change(update: Update, context: Context, usage: str, parse: object) -> None:
+Parser = Callable[[Prefs, str], tuple[Prefs, str] | None]
+
+
+async def _change(update: Update, context: Context, usage: str, parse: Parser) -> None:
     """Shared body of the one-setting commands: parse the argument, save, confirm."""
     message = update.effective_message
     assert message is not None and update.effective_user is not None
     svc = service(context)
     prefs = await svc.prefs(update.effective_user.id)
     arg = " ".join(context.args or []).strip().lower()
-    new = parse(prefs, arg) if arg else None  # type: ignore[operator]
+    new = parse(prefs, arg) if arg else None
     if new is None:
         current, _ = settings_view(prefs, svc)
         await reply(message, f"{usage}\n\n{current}")
@@ -796,7 +799,8 @@ async def on_error(update: object, context: Context) -> None:
 def register(app: Application) -> None:
     """Attach every handler; order matters (first match wins within a group)."""
     app.bot_data["albums"] = AlbumCollector()
-    private = filters.ChatType.PRIVATE
+    # New messages only: an edited caption must not start a second job.
+    private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
     app.add_handler(TypeHandler(Update, gate), group=-1)
     app.add_handler(CommandHandler("start", cmd_start))
     app.add_handler(CommandHandler("help", cmd_help))
@@ -812,7 +816,7 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("cancel", cmd_cancel))
     app.add_handler(CommandHandler("queue", cmd_queue))
     app.add_handler(CommandHandler("stats", cmd_stats))
-    app.add_handler(MessageHandler(IMAGE & STYLIZE_CAPTION, on_stylize_caption))
+    app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & IMAGE & STYLIZE_CAPTION, on_stylize_caption))
     app.add_handler(MessageHandler(private & IMAGE, on_picture))
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
