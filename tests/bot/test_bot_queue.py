@@ -114,3 +114,13 @@ async def test_status_edits_are_throttled_and_only_on_change(tg: FakeTelegram, r
     for before, after in itertools.pairwise(edits):
         assert text_of(before) != text_of(after)
         assert after.at - before.at >= 0.9
+
+
+async def test_job_timeout_is_reported(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    await runner.start(LocalExecutor("cpu", timeout_s=1.0, steps=LONG))
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    (failed,) = await wait_text(tg, chat["id"], "couldn't paint this one", method="editMessageText", timeout=30)
+    assert "longer than the 1 s limit" in text_of(failed)
+    tg.send_text(chat, alice, "/queue")
+    await wait_text(tg, chat["id"], "nothing in the works")
