@@ -93,10 +93,17 @@ def find_preset(text: str) -> tuple[str | None, str | None]:
     except presets.PresetError:
         pass
     lowered = name.lower()
-    for p in presets.catalog().values():
+    catalog = presets.catalog().values()
+    for p in catalog:
         if p.title.lower() == lowered:
             return p.slug, None
-    return None, presets.suggest(name)
+    # "scream", "the kiss", "mondrian": a part of exactly one slug or title is enough.
+    key = lowered.replace(" ", "-")
+    partial = [p.slug for p in catalog if len(key) >= 4 and (key in p.slug or lowered in p.title.lower())]
+    if len(partial) == 1:
+        return partial[0], None
+    # Only short texts are taken for a misspelt name; a sentence is just a caption.
+    return None, presets.suggest(name) if len(name.split()) <= 3 else None
 
 
 def preset_keyboard(token: str, user_id: int) -> InlineKeyboardMarkup:
