@@ -157,7 +157,7 @@ async def cmd_style(update: Update, context: Context) -> None:
     who = requester(update)
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if not _draft_is_fresh(draft, context):
-        await reply(message, texts.NEED_PHOTO_FIRST)
+        await reply(message, texts.GROUP_USAGE if who.in_group else texts.NEED_PHOTO_FIRST)
         return
     assert draft is not None
     if not context.args:
