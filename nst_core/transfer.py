@@ -282,6 +282,12 @@ def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = 
 # The driver
 
 
+PYRAMID_LEVELS = 4
+LBFGS_HISTORY = 20
+#: Fraction of Polyak's step (loss / |grad|², assuming an optimum near zero) for the first step.
+FIRST_STEP = 0.5
+
+
 def _as_image(x: ImageInput, what: str) -> Image.Image:
     return x.convert("RGB") if isinstance(x, Image.Image) else open_image(x, what=what)
 
@@ -304,6 +310,86 @@ def _check_memory(device: str, size: tuple[int, int], n_styles: int, style_scale
         )
 
 
+def _finest_band(x: torch.Tensor) -> torch.Tensor:
+    return x - _up(_half(x), x.shape[-2:])
+
+
+def _initial_image(photo: torch.Tensor, style: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """Where a scale starts: the photo in the painting's colours, or the coarser result.
+
+    The coarser result, upsampled, lacks the finest octave; it gets the photo's
+    finest band back, rescaled to the painting's energy in that band, which
+    starts the fine scale at about half the objective of plain upsampling.
+    """
+    recoloured = match_color(photo, style)
+    if previous is None:
+        return recoloured
+    detail = _finest_band(recoloured)
+    target_std = _finest_band(style).std((2, 3), keepdim=True)
+    detail = detail / (detail.std((2, 3), keepdim=True) + 1e-5) * target_std
+    return (_up(previous, photo.shape[-2:]) + detail).clamp(0, 1)
+
+
+def _optimize(
+    loss_fn: Loss,
+    start: torch.Tensor,
+    steps: int,
+    optimizer: Optimizer,
+    on_step: Callable[[torch.Tensor, dict[str, float]], None],
+    cancel: CancelCheck | None,
+    use_amp: bool,
+) -> torch.Tensor:
+    """Run ``steps`` evaluations of ``loss_fn`` from ``start``; returns the image."""
+
+    def evaluate(levels: list[torch.Tensor]) -> torch.Tensor:
+        if _is_cancelled(cancel):
+            raise Cancelled()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            loss, parts = loss_fn(pyramid_join(levels))
+        loss.backward()
+        on_step(loss, parts)
+        return loss
+
+    # One evaluation in image units sizes the parametrisation.  L-BFGS's first
+    # step is a unit step along the parameters' gradient; scaling the
+    # parameters by alpha = loss·|g|₁/|g|² turns it into a fraction of Polyak's
+    # step (loss/|g|²) instead of torch's tiny default, which wastes ~3 steps.
+    levels = [p.detach().clone().requires_grad_(True) for p in pyramid_split(start, PYRAMID_LEVELS)]
+    loss0 = evaluate(levels).detach()
+    g1 = sum(float(p.grad.abs().sum()) for p in levels)
+    g2 = sum(float(p.grad.square().sum()) for p in levels)
+    alpha = FIRST_STEP * float(loss0) * g1 / g2 if g2 > 0 else 1.0
+    if optimizer is Optimizer.ADAM:
+        alpha = 1.0
+    params = []
+    for p in levels:
+        q = (p.detach() / alpha).requires_grad_(True)
+        q.grad = p.grad * alpha
+        params.append(q)
+    first = [loss0]  # the evaluation above is the optimizer's first one
+
+    def closure() -> torch.Tensor:
+        if first:
+            return first.pop()
+        for q in params:
+            q.grad = None
+        return evaluate([q * alpha for q in params]).detach()
+
+    if steps > 1:
+        if optimizer is Optimizer.LBFGS:
+            opt: torch.optim.Optimizer = torch.optim.LBFGS(
+                params, lr=1.0, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
+                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+            )
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam(params, lr=0.02)
+            for _ in range(steps - 1):
+                opt.step(closure)
+    with torch.no_grad():
+        return pyramid_join([q * alpha for q in params]).clamp(0, 1)
+
+
 def stylize(
     content: ImageInput,
     styles: Sequence[ImageInput] | ImageInput,
@@ -317,9 +403,9 @@ def stylize(
 ) -> Image.Image:
     """Paint ``content`` in the style of ``styles``; returns an RGB image.
 
-    ``objective`` and ``steps`` override the defaults derived from
-    ``settings`` (benchmarks and experiments use them).  ``cancel`` is checked
-    before every step and raises ``Cancelled``.
+    ``objective`` and ``steps`` override what ``settings`` implies (the
+    benchmark reproduces another implementation's objective; tests run a few
+    steps).  ``cancel`` is checked before every step and raises ``Cancelled``.
     """
     settings = settings or StyleSettings()
     if isinstance(styles, Image.Image | bytes | str | Path):
@@ -331,8 +417,7 @@ def stylize(
     content_img = _as_image(content, "photo")
     style_imgs = [_as_image(s, "style image") for s in styles]
 
-    long_side = settings.size or devices.default_size(dev)
-    out_size = fit_long_side(content_img.size, long_side)
+    out_size = fit_long_side(content_img.size, settings.size or devices.default_size(dev))
     _check_memory(dev, out_size, len(style_imgs), settings.style_scale)
     objective = objective or default_objective(settings.strength, settings.tv_weight)
     schedule = plan(out_size, settings.quality, steps)
@@ -349,70 +434,40 @@ def stylize(
 
     started = time.monotonic()
     total_cost = sum(s.steps * s.pixels for s in schedule)
-    done_cost = 0.0
-    done_steps = 0
     total_steps = sum(s.steps for s in schedule)
+    done = {"steps": 0, "cost": 0.0}
     x: torch.Tensor | None = None
     photo = None
-
     try:
         for index, scale in enumerate(schedule, start=1):
-            size = (scale.width, scale.height)
-            photo = tensor(content_img, size)
-            style_ts = [tensor(s, fit_area(s.size, int(scale.pixels * settings.style_scale**2))) for s in style_imgs]
-            target_photo = photo
+            photo = tensor(content_img, (scale.width, scale.height))
+            style_area = int(scale.pixels * settings.style_scale**2)
+            style_ts = [tensor(s, fit_area(s.size, style_area)) for s in style_imgs]
+            target = photo
             if settings.preserve_colors:
-                target_photo = luminance_only(photo)
+                # Gatys et al. 2017: transfer on luminance only, with the painting's
+                # luminance matched to the photo's; the photo's chroma goes back at the end.
+                target = luminance_only(photo)
                 style_ts = [luminance_only(s, like=photo) for s in style_ts]
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                loss_fn = Loss(model, objective, target_photo, style_ts, blend)
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                loss_fn = Loss(model, objective, target, style_ts, blend)
+            start = _initial_image(target, style_ts[0], x)
 
-            if x is None:
-                start = target_photo if settings.preserve_colors else match_color(photo, style_ts[0])
-            else:
-                # The previous scale's result, upsampled, plus the fine detail it could not hold.
-                start_full = target_photo if settings.preserve_colors else match_color(photo, style_ts[0])
-                detail = start_full - _up(_half(start_full), size[::-1])
-                start = (_up(x, size[::-1]) + detail).clamp(0, 1)
+            def on_step(loss: torch.Tensor, parts: dict[str, float], index: int = index, scale: Scale = scale) -> None:
+                done["steps"] += 1
+                done["cost"] += scale.pixels
+                if progress is None:
+                    return
+                elapsed = time.monotonic() - started
+                fraction = min(1.0, done["cost"] / total_cost)
+                eta = elapsed / fraction * (1 - fraction) if done["steps"] >= 3 else None
+                progress(StylizeProgress(
+                    index, len(schedule), scale.width, scale.height, done["steps"], total_steps,
+                    float(loss.detach()), parts["content"], parts["style"], parts["tv"], elapsed, eta, fraction,
+                ))
 
-            levels = [p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True) for p in pyramid_split(start, 4)]
-
-            def closure(loss_fn: Loss = loss_fn, levels: list[torch.Tensor] = levels, scale: Scale = scale,
-                        index: int = index) -> torch.Tensor:
-                nonlocal done_cost, done_steps
-                if _is_cancelled(cancel):
-                    raise Cancelled()
-                optimizer.zero_grad(set_to_none=True)
-                image = pyramid_join(levels)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    loss, parts = loss_fn(image)
-                loss.backward()
-                done_steps += 1
-                done_cost += scale.pixels
-                if progress is not None:
-                    elapsed = time.monotonic() - started
-                    fraction = min(1.0, done_cost / total_cost)
-                    eta = elapsed / fraction * (1 - fraction) if done_steps >= 3 else None
-                    progress(
-                        StylizeProgress(
-                            index, len(schedule), scale.width, scale.height, done_steps, total_steps,
-                            float(loss.detach()), parts["content"], parts["style"], parts["tv"], elapsed, eta, fraction,
-                        )
-                    )
-                return loss
-
-            if settings.optimizer == Optimizer.LBFGS:
-                optimizer = torch.optim.LBFGS(
-                    levels, lr=1.0, max_iter=scale.steps, max_eval=scale.steps, history_size=50,
-                    tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
-                )
-                optimizer.step(closure)
-            else:
-                optimizer = torch.optim.Adam(levels, lr=0.02)
-                for _ in range(scale.steps):
-                    optimizer.step(closure)
-            with torch.no_grad():
-                x = pyramid_join(levels).clamp(0, 1)
+            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel, use_amp)
+            del loss_fn
     except torch.cuda.OutOfMemoryError:
         raise StylizeError("the image was too large for the GPU's memory; try a smaller size") from None
 

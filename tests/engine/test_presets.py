@@ -1,0 +1,69 @@
+"""The catalog holds the facts; images come into a verified cache."""
+
+import json
+
+import pytest
+
+from nst_core import presets
+from tests.conftest import SHARED_PRESETS
+
+SHARED_CATALOG = SHARED_PRESETS / "catalog.json"
+
+
+def test_catalog_matches_the_shared_facts():
+    shared = {e["slug"]: e for e in json.loads(SHARED_CATALOG.read_text())}
+    ours = presets.catalog()
+    assert set(ours) == set(shared) and len(ours) == 11
+    for slug, p in ours.items():
+        assert (p.sha256, p.raw_url, p.title, p.artist) == (
+            shared[slug]["sha256"], shared[slug]["raw_url"], shared[slug]["title"], shared[slug]["artist"])
+        assert p.public_domain_reason
+
+
+def test_unknown_preset_suggests_the_closest_name():
+    with pytest.raises(presets.PresetError, match="Did you mean 'starry-night'"):
+        presets.get("stary-nite")
+    assert presets.get("Starry Night").slug == "starry-night"
+
+
+def test_fetch_verifies_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path))
+    path = presets.fetch("great-wave")
+    assert path.parent == tmp_path and presets.sha256_of(path) == presets.get("great-wave").sha256
+    assert presets.is_cached("great-wave")
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_tampered_source_is_refused_and_nothing_is_left_behind(tmp_path, monkeypatch):
+    source = tmp_path / "source"
+    source.mkdir()
+    original = SHARED_PRESETS / "the-scream.jpg"
+    data = bytearray(original.read_bytes())
+    data[5000] ^= 0xFF
+    (source / "the-scream.jpg").write_bytes(bytes(data))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NST_PRESET_DIR", str(cache))
+    monkeypatch.setenv("NST_PRESET_SOURCE_DIR", str(source))
+    with pytest.raises(presets.PresetError, match="refused"):
+        presets.fetch("the-scream")
+    assert not (cache / "the-scream.jpg").exists()
+    assert not list(cache.glob("*"))
+
+
+def test_a_damaged_cached_file_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path))
+    path = presets.fetch("shipwreck")
+    path.write_bytes(b"not the painting")
+    assert not presets.is_cached("shipwreck")
+    assert presets.sha256_of(presets.fetch("shipwreck")) == presets.get("shipwreck").sha256
+
+
+def test_unreachable_source_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path))
+    monkeypatch.delenv("NST_PRESET_SOURCE_DIR")
+    # Point the catalog entry at a closed local port so nothing leaves the machine.
+    bad = presets.Preset(**{**presets.get("the-kiss").__dict__, "raw_url": "http://127.0.0.1:9/none.png"})
+    monkeypatch.setitem(presets.catalog(), "the-kiss", bad)
+    with pytest.raises(presets.PresetError, match="could not download"):
+        presets.fetch("the-kiss", timeout=2)
+    assert not list(tmp_path.glob("*"))
