@@ -14,6 +14,7 @@ cross-check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -155,11 +156,9 @@ def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, ta
     with PeakRSS() as rss:
         t0 = time.perf_counter()
         result = None
-        try:
+        with contextlib.suppress(_Reached):
             result = stylize(content_img, [style_img], settings, device=device, progress=on_step,
                              objective=pastiche_objective(), steps=steps)
-        except _Reached:
-            pass
         total = time.perf_counter() - t0
     return {
         "reached": "seconds" in reached,

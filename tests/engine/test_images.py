@@ -57,7 +57,7 @@ def test_animated_gif_uses_the_first_frame():
 def test_animated_webp_uses_the_first_frame():
     frames = [Image.new("RGB", (8, 8), c) for c in [(0, 0, 255), (255, 0, 0)]]
     data = _bytes(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
-    r, g, b = open_image(data).getpixel((4, 4))
+    r, _g, b = open_image(data).getpixel((4, 4))
     assert b > 200 and r < 50
 
 

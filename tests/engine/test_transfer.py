@@ -59,7 +59,7 @@ def test_losses_vanish_at_their_targets(cat):
     x = to_tensor(cat)
     loss = Loss(model, default_objective(5, tv_weight=0), x, [x], [1.0])
     with torch.no_grad():
-        total, parts = loss(x)
+        _, parts = loss(x)
     assert parts["content"] == pytest.approx(0, abs=1e-6) and parts["style"] == pytest.approx(0, abs=1e-6)
     noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
     with torch.no_grad():
@@ -89,7 +89,7 @@ def test_pyramid_round_trip_is_exact():
 def test_output_is_closer_in_style_to_the_painting_than_the_photo_is(cat, starry):
     out = stylize(cat, [starry], StyleSettings(size=SIZE, quality="fast"))
     assert out.size == cat.size
-    content_before, style_before = measure(cat, cat, starry)
+    _, style_before = measure(cat, cat, starry)
     content_after, style_after = measure(out, cat, starry)
     assert style_after < 0.5 * style_before
     # ...and still a picture of the cat: far closer to the photo than the painting is.
