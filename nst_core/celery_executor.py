@@ -1,0 +1,525 @@
+"""``CeleryExecutor``: the bot stays one process, the painting runs on ``nst-worker``s.
+
+Selected with ``NST_EXECUTOR=celery`` and ``REDIS_URL``.  It speaks the same
+``Executor`` contract as ``LocalExecutor``, so the handlers do not change.
+
+How a job travels (keys and scripts: ``nst_core.celery_store``):
+
+1. ``submit`` writes the inputs to Redis (with an expiry), adds the id to the
+   pending set and sends a Celery message that carries only the id.
+2. A worker claims the job atomically, runs it, and appends ``started`` /
+   ``progress`` / ``done`` events to a Redis stream; the image goes to a key.
+3. This executor reads the stream through a consumer group, turns entries into
+   events for the bot, and once an outcome has been handed over deletes the
+   job's keys and acknowledges the entry.
+
+Why a stream with a consumer group rather than pub/sub or Celery results:
+entries wait in Redis (and in its append-only file) while the bot is down, so
+a restarted bot picks up every result that finished in between, and an entry
+the previous bot read but did not acknowledge (it crashed mid-delivery) is read
+again.  A result is stored once per job id (first finisher wins, in Lua) and
+deleted after delivery, so a redelivered message or a rerun never produces a
+second ``JobDone``; the one window left, a bot crash between handing a result
+to its handler and acknowledging it, replays that one ``JobDone`` after the
+restart, which the bot deduplicates by job id in its database.
+
+**Redis outage.**  Nothing here raises into the bot.  ``submit`` keeps the job
+in a local outbox and sends it when Redis is back; ``cancel`` is remembered and
+applied then.  Every unfinished job the executor knows of is reported as
+*delayed*: ``JobQueued(job_id, position, eta_s=None)`` (position as last known,
+0 for a job that was running).  ``eta_s=None`` on a ``JobQueued`` means "the
+queue is unreachable; the job is safe and will continue".  The executor
+reconnects with exponential backoff (0.1 s up to 5 s) and then sends fresh
+positions; running jobs resume their progress events on their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from nst_core.celery_store import (
+    CANCEL,
+    DEFAULT_JOB_TTL_S,
+    EVENT_CONSUMER,
+    EVENT_GROUP,
+    FORGET,
+    SUBMIT,
+    TERMINAL,
+    Keys,
+    WorkerInfo,
+    decode_event,
+    encode_inputs,
+    redis_url,
+)
+from nst_core.executor import (
+    EventSink,
+    Executor,
+    Job,
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    _DurationModel,
+)
+
+log = logging.getLogger(__name__)
+
+#: Errors that mean "Redis is not reachable right now" (kombu raises its own for sends).
+OUTAGE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+try:  # kombu wraps a failed publish in OperationalError
+    from kombu.exceptions import OperationalError as _KombuOperationalError
+
+    OUTAGE = (*OUTAGE, _KombuOperationalError)
+except ImportError:  # pragma: no cover - celery[redis] brings kombu
+    pass
+
+
+@dataclass
+class _Watched:
+    """What the executor last told the bot about an unfinished job."""
+
+    state: str = "queued"  # queued | running
+    position: int | None = None
+    eta_s: float | None = None
+
+
+class CeleryExecutor(Executor):
+    """Jobs go through Redis to any number of ``nst-worker`` processes.
+
+    ``steps`` overrides the step schedule of every job it submits (tests and
+    smoke runs), like ``LocalExecutor(steps=...)``; workers also honour
+    ``NST_STEPS``.
+    """
+
+    def __init__(
+        self,
+        redis_url_: str | None = None,
+        *,
+        steps: tuple[int, ...] | None = None,
+        prefix: str = "nst",
+        job_ttl_s: int = DEFAULT_JOB_TTL_S,
+        block_ms: int = 1000,
+    ) -> None:
+        self.redis_url = redis_url(redis_url_)
+        self._steps = steps
+        self._keys = Keys(prefix)
+        self._job_ttl_s = job_ttl_s
+        self._block_ms = block_ms
+        self._redis: aioredis.Redis | None = None
+        self._app: Any = None  # celery.Celery, created on start (keeps celery out of import time)
+        self._send_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-celery-send")
+        self._on_event: EventSink | None = None
+        self._task: asyncio.Task | None = None
+        self._watch: dict[str, _Watched] = {}
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._outbox: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._cancel_later: set[str] = set()
+        self._stopping = False
+        self._connected = False  # reading the stream right now
+        self._ready = False  # consumer group exists and the backlog has been read
+        self._durations = _DurationModel()
+        self._durations_loaded = False
+        self._workers: list[WorkerInfo] = []
+        self._workers_at = 0.0
+        self._last_length = 0
+        self._submit_lock = asyncio.Lock()
+
+    # -- the contract ------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        if not self._workers:
+            return "celery: no worker online" if self._workers_at else "celery workers (not yet seen)"
+        counts = collections.Counter(w.description for w in self._workers)
+        parts = ", ".join(f"{n} × {d}" if n > 1 else d for d, n in counts.most_common())
+        return f"celery: {len(self._workers)} worker{'s' if len(self._workers) != 1 else ''} ({parts})"
+
+    @property
+    def connected(self) -> bool:
+        """False while Redis is unreachable (jobs are then reported as delayed)."""
+        return self._connected
+
+    async def start(self, on_event: EventSink) -> None:
+        from nst_core.celery_app import create_app
+
+        self._on_event = on_event
+        self._redis = aioredis.Redis.from_url(
+            self.redis_url,
+            socket_connect_timeout=2,
+            socket_timeout=max(5.0, self._block_ms / 1000 + 5),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        )
+        self._submit_script = self._redis.register_script(SUBMIT)
+        self._cancel_script = self._redis.register_script(CANCEL)
+        self._forget_script = self._redis.register_script(FORGET)
+        self._app = create_app(self.redis_url)
+        self._task = asyncio.create_task(self._run_forever(), name="celery-executor")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            # A cancel that lands inside redis-py's blocking read can be absorbed there; the
+            # loop also checks ``_stopping`` after every read (at most ``block_ms``), so it ends.
+            for _ in range(3):
+                self._task.cancel()
+                done, _pending = await asyncio.wait({self._task}, timeout=self._block_ms / 1000 + 0.5)
+                if done:
+                    break
+            if not self._task.done():
+                log.warning("celery executor loop did not stop")
+            self._task = None
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+        self._send_pool.shutdown(wait=True, cancel_futures=True)
+        if self._app is not None:
+            with contextlib.suppress(Exception):
+                self._app.close()
+
+    async def submit(self, job: Job) -> None:
+        if job.id in self._finished:
+            self._finished.pop(job.id)  # a deliberate resubmission after an outcome: run it again
+        if job.id in self._outbox:
+            await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
+            return
+        watched = self._watch.setdefault(job.id, _Watched())
+        try:
+            state = await self._submit_remote(job)
+        except OUTAGE as exc:
+            log.warning("job %s: queue unreachable (%s); it will be sent when redis is back", job.id, exc)
+            self._outbox[job.id] = job
+            self._connected = False
+            await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
+            return
+        if state == "queued":
+            await self._announce(job.id, force=True)
+        elif state == "running":
+            watched.state, watched.position = "running", 0
+
+    async def cancel(self, job_id: str) -> bool:
+        if self._outbox.pop(job_id, None) is not None:
+            await self._finish(job_id, JobCancelled(job_id))
+            return True
+        if job_id in self._finished:
+            return False
+        try:
+            status = await self._cancel_remote(job_id)
+        except OUTAGE:
+            if job_id not in self._watch:
+                return False
+            self._cancel_later.add(job_id)  # applied when redis is back
+            return True
+        if status == "cancelled":
+            await self._finish(job_id, JobCancelled(job_id))
+            await self._announce_all()
+            return True
+        return status == "cancelling"
+
+    async def queue_length(self) -> int:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.zcard(self._keys.pending)
+            pipe.hlen(self._keys.running)
+            pending, running = await pipe.execute()
+            self._last_length = int(pending) + int(running)
+        except OUTAGE:
+            pass
+        return self._last_length + len(self._outbox)
+
+    async def position(self, job_id: str) -> int | None:
+        if job_id in self._outbox:
+            return self._outbox_position(job_id)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.hexists(self._keys.running, job_id)
+            pipe.zrank(self._keys.pending, job_id)
+            running, rank = await pipe.execute()
+        except OUTAGE:
+            watched = self._watch.get(job_id)
+            return watched.position if watched else None
+        if running:
+            return 0
+        return None if rank is None else int(rank) + 1
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers whose heartbeat is current (name, device, current job)."""
+        await self._refresh_workers(force=True)
+        return list(self._workers)
+
+    # -- talking to redis --------------------------------------------------------------
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("CeleryExecutor.start() has not been called")
+        return self._redis
+
+    async def _submit_remote(self, job: Job) -> str:
+        """Store ``job`` (idempotent) and make sure its Celery message went out; returns its state."""
+        fields = encode_inputs(job, self._steps)
+        args: list[Any] = [job.id, time.time(), self._job_ttl_s, fields.pop("meta"), fields.pop("content")]
+        for name, data in fields.items():
+            args += [name, data]
+        async with self._submit_lock:
+            status, state, sent = await self._submit_script(keys=self._keys.for_job(job.id), args=args)
+            state = state.decode()
+            if status == b"known" and state in TERMINAL:
+                return state
+            if sent != b"1":
+                await self._send(job.id)
+                await self._client().hset(self._keys.job(job.id), "sent", "1")
+        return state
+
+    async def _send(self, job_id: str) -> None:
+        from nst_core.celery_app import QUEUE, TASK_NAME
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            self._send_pool,
+            lambda: self._app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE),
+        )
+
+    async def _cancel_remote(self, job_id: str) -> str:
+        status = await self._cancel_script(
+            keys=self._keys.for_job(job_id), args=[job_id, time.time(), self._job_ttl_s]
+        )
+        return status.decode() if isinstance(status, bytes) else str(status)
+
+    async def _refresh_workers(self, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._workers_at < 5:
+            return
+        client = self._client()
+        names = [key async for key in client.scan_iter(match=f"{self._keys.worker_prefix}*", count=200)]
+        infos: list[WorkerInfo] = []
+        if names:
+            for raw in await client.mget(names):
+                if raw:
+                    with contextlib.suppress(ValueError, TypeError):
+                        infos.append(WorkerInfo.from_json(raw))
+        self._workers = sorted(infos, key=lambda w: w.name)
+        self._workers_at = time.monotonic()
+
+    async def _load_durations(self) -> None:
+        for raw in reversed(await self._client().lrange(self._keys.durations, 0, 19)):
+            with contextlib.suppress(ValueError):
+                self._durations.add(float(raw))
+
+    # -- the event loop ----------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                if not self._ready:
+                    await self._setup()
+                    delay = 0.1
+                await self._read_once(">")
+                await self._refresh_workers()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except OUTAGE as exc:
+                if self._connected or self._ready:
+                    log.warning("redis unreachable (%s); jobs are delayed, reconnecting", exc)
+                    self._connected = False
+                    self._ready = False
+                    await self._announce_delayed()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):  # redis lost its data: recreate the group
+                    log.warning("event stream group missing (%s); recreating it", exc)
+                    self._ready = False
+                else:
+                    log.exception("redis refused a command")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("celery executor loop failed; retrying")
+                await asyncio.sleep(1)
+
+    async def _setup(self) -> None:
+        """(Re)connect: group, backlog, durations, outbox, fresh positions."""
+        client = self._client()
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+            await client.xgroup_create(self._keys.events, EVENT_GROUP, id="0", mkstream=True)
+        self._connected = True
+        if not self._watch:
+            await self._adopt_unfinished()
+        if not self._durations_loaded:
+            await self._load_durations()
+            self._durations_loaded = True
+        # Entries a previous run of the bot read but never acknowledged: redeliver them.
+        while await self._read_once("0"):
+            pass
+        await self._flush_outbox()
+        for job_id in list(self._cancel_later):
+            self._cancel_later.discard(job_id)
+            with contextlib.suppress(*OUTAGE):
+                await self.cancel(job_id)
+        await self._refresh_workers(force=True)
+        self._ready = True
+        await self._announce_all(force=True)
+
+    async def _adopt_unfinished(self) -> None:
+        """After a bot restart: watch every job still queued or running, drop stale ids."""
+        client = self._client()
+        pending = [m.decode() for m in await client.zrange(self._keys.pending, 0, -1)]
+        running = [k.decode() for k in await client.hkeys(self._keys.running)]
+        for job_id in pending:
+            if not await client.exists(self._keys.job(job_id)):
+                await client.zrem(self._keys.pending, job_id)  # its record expired
+                continue
+            self._watch.setdefault(job_id, _Watched("queued"))
+        for job_id in running:
+            self._watch.setdefault(job_id, _Watched("running", 0))
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            job_id, job = next(iter(self._outbox.items()))
+            await self._submit_remote(job)  # an outage here propagates: the loop backs off
+            self._outbox.pop(job_id, None)
+
+    async def _read_once(self, from_id: str) -> int:
+        """Read and handle one batch; ``from_id`` "0" re-reads this consumer's unacknowledged entries."""
+        client = self._client()
+        response = await client.xreadgroup(
+            EVENT_GROUP, EVENT_CONSUMER, {self._keys.events: from_id}, count=100,
+            block=None if from_id == "0" else self._block_ms,
+        )  # fmt: skip
+        count = 0
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                count += 1
+                if not fields:  # deleted while pending
+                    await client.xack(self._keys.events, EVENT_GROUP, entry_id)
+                    continue
+                await self._handle(entry_id, decode_event(fields))
+        return count
+
+    async def _handle(self, entry_id: bytes, event: dict[str, str]) -> None:
+        kind, job_id = event.get("type", ""), event.get("job", "")
+        final = kind in TERMINAL
+        if job_id in self._finished:
+            pass  # a duplicate report of something already delivered
+        elif kind == "queued":  # a lost worker's job went back to the queue
+            self._watch[job_id] = _Watched("queued")
+            await self._announce(job_id, force=True)
+        elif kind == "started":
+            watched = self._watch.setdefault(job_id, _Watched())
+            watched.state, watched.position = "running", 0
+            await self._emit(JobStarted(job_id, self._durations.typical))
+            await self._announce_all()
+        elif kind == "progress":
+            if self._watch.get(job_id, _Watched("running")).state == "running":
+                eta = float(event["eta"]) if event.get("eta") else None
+                await self._emit(JobProgress(job_id, float(event.get("fraction", 0)), eta))
+        elif kind == "done":
+            data = await self._client().get(self._keys.result(job_id))
+            if data is None:
+                # Delivered (and cleaned up) by an earlier run of the bot, or expired.
+                if await self._client().exists(self._keys.job(job_id)):
+                    await self._finish(job_id, JobFailed(job_id, "the result expired before it could be sent"))
+                else:
+                    log.info("job %s: result already delivered; skipping a replayed event", job_id)
+            else:
+                seconds = float(event.get("seconds", 0))
+                self._durations.add(seconds)
+                done = JobDone(
+                    job_id, data, seconds, int(event.get("width", 0)), int(event.get("height", 0)),
+                    event.get("format", "JPEG"),
+                )  # fmt: skip
+                await self._finish(job_id, done)
+        elif kind == "failed":
+            await self._finish(job_id, JobFailed(job_id, event.get("reason", ""), event.get("retryable") == "1"))
+        elif kind == "cancelled":
+            await self._finish(job_id, JobCancelled(job_id))
+        # Forget the job and acknowledge the entry in one transaction: after a crash either
+        # both happened or the entry is read again.
+        pipe = self._client().pipeline(transaction=True)
+        if final:
+            await self._forget_script(keys=self._keys.for_job(job_id), args=[job_id], client=pipe)
+        pipe.xack(self._keys.events, EVENT_GROUP, entry_id)
+        pipe.xdel(self._keys.events, entry_id)
+        await pipe.execute()
+        if final:
+            await self._announce_all()
+
+    async def _finish(self, job_id: str, event: JobEvent) -> None:
+        """Emit a job's final event once per executor, and stop watching it."""
+        if job_id in self._finished:
+            return
+        self._watch.pop(job_id, None)
+        self._finished[job_id] = None
+        while len(self._finished) > 10_000:
+            self._finished.popitem(last=False)
+        await self._emit(event)
+
+    # -- positions and ETAs ------------------------------------------------------------
+
+    def _outbox_position(self, job_id: str) -> int:
+        return self._last_length + list(self._outbox).index(job_id) + 1
+
+    def _eta(self, position: int, running: int) -> float:
+        """Seconds until a job at ``position`` is done: the jobs ahead spread over the live workers."""
+        typical = self._durations.typical
+        workers = max(1, len(self._workers))
+        ahead = (position - 1) + 0.5 * running
+        return typical * (1 + ahead / workers)
+
+    async def _announce(self, job_id: str, *, force: bool = False) -> None:
+        await self._announce_all(only=job_id, force=force)
+
+    async def _announce_all(self, *, only: str | None = None, force: bool = False) -> None:
+        """Tell queued jobs their (new) place in line; only changes unless ``force``."""
+        queued = [j for j, w in self._watch.items() if w.state == "queued" and (only is None or j == only)]
+        if not queued:
+            return
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.hlen(self._keys.running)
+            for job_id in queued:
+                pipe.zrank(self._keys.pending, job_id)
+            running, *ranks = await pipe.execute()
+        except OUTAGE:
+            return
+        for job_id, rank in zip(queued, ranks, strict=True):
+            watched = self._watch.get(job_id)
+            if watched is None or rank is None:
+                continue
+            position = int(rank) + 1
+            if position == watched.position and watched.eta_s is not None and not force:
+                continue
+            watched.position = position
+            watched.eta_s = self._eta(position, int(running))
+            await self._emit(JobQueued(job_id, position, watched.eta_s))
+
+    async def _announce_delayed(self) -> None:
+        for job_id, watched in list(self._watch.items()):
+            position = watched.position if watched.position is not None else 1
+            watched.eta_s = None
+            await self._emit(JobQueued(job_id, position, None))
+
+    async def _emit(self, event: JobEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # a broken listener must not kill the executor
+            log.exception("event handler failed for %s", type(event).__name__)

@@ -1,0 +1,328 @@
+"""The Redis side of the Celery executor: key layout, job records and atomic transitions.
+
+Celery only carries a job id from the bot to a worker.  Everything else lives in
+plain Redis keys next to the broker's lists, for three reasons:
+
+* **Exactly-once results.**  Every state change of a job is one Lua script, so
+  when a message is redelivered (a worker died after finishing, a lost job was
+  requeued while its first worker was merely slow) only the first finisher
+  stores a result and announces it; the others find the job finished and drop
+  their copy.
+* **A bot that can restart.**  Results and events wait in Redis (an append-only
+  file keeps them across a Redis restart) until the executor has handed them
+  to the bot, whichever process that is by then.
+* **A real queue position.**  A sorted set of waiting job ids, kept in step with
+  the Celery queue by the same scripts, answers "how many are ahead of me"
+  without asking the broker or the workers.
+
+Key layout (``P`` is the prefix, ``nst`` by default)::
+
+    P:job:{id}      hash    state (queued|running|done|failed|cancelled), seq, submitted,
+                            started, finished, worker, attempts, sent
+    P:in:{id}       hash    the job's inputs: meta (JSON), content, style:0, style:1, ...
+    P:out:{id}      string  the finished image, until the executor has delivered it
+    P:cancel:{id}   string  set by a cancel; workers poll it between optimisation steps
+    P:pending       zset    queued job ids scored by submission order
+    P:running       hash    job id -> worker name
+    P:seq           counter submission order
+    P:durations     list    seconds of the last 50 jobs (ETAs after a bot restart)
+    P:events        stream  queued/started/progress/done/failed/cancelled, read by the
+                            executor through the consumer group ``bot``
+    P:worker:{name} string  a worker's heartbeat (JSON, expires after the heartbeat TTL)
+
+Everything a job leaves behind is deleted once its final event has been
+delivered; the rest expires (``job_ttl_s``) if the bot never comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from nst_core.executor import Job, StyleRef
+from nst_core.settings import StyleSettings
+
+#: Default Redis URL when neither an argument nor ``REDIS_URL`` says otherwise.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Consumer group (and consumer) the executor reads the event stream with.
+EVENT_GROUP = "bot"
+EVENT_CONSUMER = "executor"
+#: Approximate cap on the event stream; entries are deleted once handled, so it
+#: only fills up while no bot is reading.
+EVENTS_MAXLEN = 100_000
+#: How long a job's keys live if nobody ever collects them (two days).
+DEFAULT_JOB_TTL_S = 2 * 24 * 3600
+TERMINAL = frozenset({"done", "failed", "cancelled"})
+
+
+def redis_url(url: str | None = None) -> str:
+    return url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def parse_steps(text: str | None) -> tuple[int, ...] | None:
+    """``"3"`` or ``"30,15"`` -> a step schedule override; empty -> None (the quality's own)."""
+    if not text or not text.strip():
+        return None
+    steps = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+    if not steps or any(s < 1 for s in steps):
+        raise ValueError(f"steps must be positive whole numbers separated by commas, not {text!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Names of every Redis key the executor and the workers share."""
+
+    prefix: str = "nst"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def inputs(self, job_id: str) -> str:
+        return f"{self.prefix}:in:{job_id}"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}:out:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    @property
+    def worker_prefix(self) -> str:
+        return f"{self.prefix}:worker:"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @property
+    def running(self) -> str:
+        return f"{self.prefix}:running"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def durations(self) -> str:
+        return f"{self.prefix}:durations"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    def for_job(self, job_id: str) -> list[str]:
+        """The KEYS every per-job script takes, in this order."""
+        return [
+            self.job(job_id), self.inputs(job_id), self.result(job_id), self.cancel(job_id),
+            self.pending, self.running, self.seq, self.events, self.durations,
+        ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Job inputs <-> Redis hash
+
+
+def encode_inputs(job: Job, steps: tuple[int, ...] | None = None) -> dict[str, bytes]:
+    """The fields of ``P:in:{id}``: JSON meta plus raw image bytes (no base64 in the queue)."""
+    styles: list[dict[str, Any]] = []
+    fields: dict[str, bytes] = {"content": job.content}
+    for i, ref in enumerate(job.styles):
+        if ref.preset is not None:
+            styles.append({"preset": ref.preset})
+        else:
+            assert ref.image is not None
+            styles.append({"image": f"style:{i}"})
+            fields[f"style:{i}"] = ref.image
+    meta = {
+        "settings": job.settings.to_dict(),
+        "format": job.output_format,
+        "styles": styles,
+        "steps": list(steps) if steps else None,
+    }
+    fields["meta"] = json.dumps(meta).encode()
+    return fields
+
+
+def decode_inputs(job_id: str, fields: dict[bytes, bytes]) -> tuple[Job, tuple[int, ...] | None]:
+    """Rebuild the ``Job`` (and the optional step override) a worker runs."""
+    meta = json.loads(fields[b"meta"])
+    styles = tuple(
+        StyleRef(preset=s["preset"]) if "preset" in s else StyleRef(image=fields[s["image"].encode()])
+        for s in meta["styles"]
+    )
+    job = Job(
+        id=job_id,
+        content=fields[b"content"],
+        styles=styles,
+        settings=StyleSettings.from_dict(meta["settings"]),
+        output_format=meta.get("format") or "JPEG",
+    )
+    steps = tuple(meta["steps"]) if meta.get("steps") else None
+    return job, steps
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker's heartbeat says about it."""
+
+    name: str
+    device: str
+    description: str
+    host: str = ""
+    pid: int = 0
+    started: float = 0.0
+    job: str | None = None
+    jobs_done: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in self.__dict__.items() if k != "extra"})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerInfo:
+        data = json.loads(text)
+        known = {k: data.pop(k) for k in list(data) if k in cls.__dataclass_fields__ and k != "extra"}
+        return cls(**known, extra=data)
+
+
+def decode_event(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in fields.items()}
+
+
+# ---------------------------------------------------------------------------
+# Lua: every transition of a job is atomic.  KEYS are always ``Keys.for_job``:
+#   1 job  2 inputs  3 result  4 cancel  5 pending  6 running  7 seq  8 events  9 durations
+
+_MAXLEN = str(EVENTS_MAXLEN)
+
+#: Store a new job (no-op for a known id).  ARGV: id, now, ttl, meta, content, then
+#: alternating style field names and bytes.  Returns {status, state, sent}.
+SUBMIT = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then
+  return {'known', state, redis.call('HGET', KEYS[1], 'sent') or '0'}
+end
+local seq = redis.call('INCR', KEYS[7])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'seq', seq, 'submitted', ARGV[2], 'sent', '0', 'attempts', 0)
+redis.call('HSET', KEYS[2], 'meta', ARGV[4], 'content', ARGV[5])
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[5], seq, ARGV[1])
+return {'new', 'queued', '0'}
+"""
+
+#: A worker takes a job.  ARGV: id, worker, now, heartbeat key prefix.
+#: Returns 'run', or why not: 'gone' | 'done' | 'failed' | 'cancelled' | 'busy'.
+CLAIM = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'gone' end
+if state == 'done' or state == 'failed' or state == 'cancelled' then return state end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'cancelled', 'job', ARGV[1], 't', ARGV[3])
+  return 'cancelled'
+end
+if state == 'running' then
+  local owner = redis.call('HGET', KEYS[6], ARGV[1])
+  if owner and owner ~= ARGV[2] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
+    return 'busy'
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[2], 'started', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*',
+  'type', 'started', 'job', ARGV[1], 't', ARGV[3], 'worker', ARGV[2])
+return 'run'
+"""
+
+#: A worker's progress report; dropped unless the job is still running.  ARGV: id, now, fraction, eta.
+PROGRESS = f"""
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*',
+  'type', 'progress', 'job', ARGV[1], 't', ARGV[2], 'fraction', ARGV[3], 'eta', ARGV[4])
+return 1
+"""
+
+#: A worker's outcome.  ARGV: id, worker, now, ttl, kind (done|failed|cancelled), then
+#: for done: image, seconds, width, height, format; for failed: reason, retryable.
+#: Only the first outcome of a job counts (1); later ones are dropped (0).  A job
+#: cancelled while it ran is reported cancelled even if it finished first (2).
+FINISH = f"""
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'running' then return 0 end
+local kind = ARGV[5]
+local result = 1
+if kind ~= 'cancelled' and redis.call('EXISTS', KEYS[4]) == 1 then
+  kind = 'cancelled'
+  result = 2
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', kind, 'finished', ARGV[3], 'worker', ARGV[2])
+if kind == 'done' then
+  redis.call('SET', KEYS[3], ARGV[6], 'EX', ARGV[4])
+  redis.call('LPUSH', KEYS[9], ARGV[7])
+  redis.call('LTRIM', KEYS[9], 0, 49)
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'done', 'job', ARGV[1], 't', ARGV[3],
+    'worker', ARGV[2], 'seconds', ARGV[7], 'width', ARGV[8], 'height', ARGV[9], 'format', ARGV[10])
+elseif kind == 'failed' then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'failed', 'job', ARGV[1], 't', ARGV[3],
+    'worker', ARGV[2], 'reason', ARGV[6], 'retryable', ARGV[7])
+else
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'cancelled', 'job', ARGV[1], 't', ARGV[3],
+    'worker', ARGV[2])
+end
+return result
+"""
+
+#: The bot cancels.  ARGV: id, now, ttl.  A queued job is cancelled (and cleaned up) on the
+#: spot: 'cancelled'; a running one gets the flag its worker polls: 'cancelling';
+#: otherwise 'unknown' or its final state.
+CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'unknown' end
+if state == 'done' or state == 'failed' or state == 'cancelled' then return state end
+if state == 'queued' then
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  return 'cancelled'
+end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])
+return 'cancelling'
+"""
+
+#: A worker's reaper found ``owner`` silent: put its job back in the queue.  ARGV: id,
+#: owner, heartbeat key prefix, now.  Returns 1 if this caller must send the task again.
+REQUEUE = f"""
+if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then return 0 end
+redis.call('HDEL', KEYS[6], ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+local seq = redis.call('INCR', KEYS[7])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'requeued', ARGV[4])
+redis.call('ZADD', KEYS[5], seq, ARGV[1])
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'queued', 'job', ARGV[1], 't', ARGV[4],
+  'reason', 'worker ' .. ARGV[2] .. ' was lost')
+return 1
+"""
+
+#: The executor has delivered a job's final event: delete every trace of it.  ARGV: id.
+FORGET = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
+return 1
+"""

@@ -1,0 +1,418 @@
+"""``nst-worker``: a Celery worker that runs stylization jobs on one device.
+
+One worker per GPU (or one per CPU machine).  Each worker:
+
+* loads VGG19 once at start and keeps it warm for every job (a solo pool: the
+  job runs in the worker's own process, so there is one model and no fork);
+* takes one job at a time (concurrency 1, prefetch 1, late acknowledgement), so
+  a busy worker never sits on a job another worker could start;
+* writes a heartbeat key with its device every few seconds, which the bot shows
+  and the other workers watch: a job whose worker falls silent for longer than
+  the heartbeat TTL is put back in the queue by whichever worker notices first;
+* polls the job's cancel flag between optimisation steps, so a cancel stops a
+  running job within a few steps.
+
+``nst-worker --check`` verifies the device, the weights and the Redis
+connection, prints one line and exits 0 or 1 (Docker health checks, deploy
+scripts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+
+from nst_core.celery_store import (
+    CLAIM,
+    DEFAULT_JOB_TTL_S,
+    FINISH,
+    PROGRESS,
+    REQUEUE,
+    Keys,
+    WorkerInfo,
+    decode_inputs,
+    parse_steps,
+    redis_url,
+)
+
+log = logging.getLogger("nst_core.worker")
+T = TypeVar("T")
+
+#: Connection problems worth waiting out (Redis restarting) rather than failing a job for.
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass
+class WorkerConfig:
+    """Everything ``nst-worker`` is told by flags and environment."""
+
+    redis_url: str
+    device: str = "auto"
+    name: str = ""
+    threads: int | None = None
+    steps: tuple[int, ...] | None = None
+    heartbeat_ttl_s: float = 15.0
+    job_ttl_s: int = DEFAULT_JOB_TTL_S
+    prefix: str = "nst"
+    loglevel: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> WorkerConfig:
+        env = os.environ
+        values: dict[str, Any] = {
+            "redis_url": redis_url(),
+            "device": env.get("NST_DEVICE", "auto"),
+            "name": env.get("NST_WORKER_NAME", ""),
+            "threads": int(env["NST_TORCH_THREADS"]) if env.get("NST_TORCH_THREADS") else None,
+            "steps": parse_steps(env.get("NST_STEPS")),
+            "heartbeat_ttl_s": float(env.get("NST_HEARTBEAT_TTL", "15")),
+            "job_ttl_s": int(env.get("NST_JOB_TTL", str(DEFAULT_JOB_TTL_S))),
+            "prefix": env.get("NST_REDIS_PREFIX", "nst"),
+            "loglevel": env.get("NST_LOGLEVEL", "INFO"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class WorkerRuntime:
+    """The state one worker process keeps between jobs: device, Redis, heartbeat, reaper."""
+
+    config: WorkerConfig
+    device: str
+    description: str
+    send_task: Callable[[str], None] | None = None  # re-sends a job id; set once the Celery app exists
+    keys: Keys = field(init=False)
+    redis: redis.Redis = field(init=False)
+    current_job: str | None = field(default=None, init=False)
+    jobs_done: int = field(default=0, init=False)
+    started: float = field(default_factory=time.time, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _silent_since: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = Keys(self.config.prefix)
+        self.redis = redis.Redis.from_url(
+            self.config.redis_url, socket_connect_timeout=3, socket_timeout=10, health_check_interval=15
+        )
+        self._claim = self.redis.register_script(CLAIM)
+        self._progress = self.redis.register_script(PROGRESS)
+        self._finish = self.redis.register_script(FINISH)
+        self._requeue = self.redis.register_script(REQUEUE)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # -- heartbeat and reaper ---------------------------------------------------------
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            name=self.name, device=self.device, description=self.description, host=socket.gethostname(),
+            pid=os.getpid(), started=self.started, job=self.current_job, jobs_done=self.jobs_done,
+        )  # fmt: skip
+
+    def beat(self) -> None:
+        ttl_ms = max(1000, int(self.config.heartbeat_ttl_s * 1000))
+        self.redis.set(self.keys.worker(self.name), self.info().to_json(), px=ttl_ms)
+
+    def reap(self) -> list[str]:
+        """Requeue jobs whose worker has been silent for a whole heartbeat TTL; returns their ids.
+
+        A worker is only given up on after this reaper has seen its heartbeat
+        missing for the full TTL, so a Redis restart (which can drop every
+        heartbeat at once) does not make live workers' jobs run twice.
+        """
+        now = time.time()
+        requeued: list[str] = []
+        running = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.running).items()}
+        seen: set[tuple[str, str]] = set()
+        for job_id, owner in running.items():
+            if owner == self.name or self.redis.exists(self.keys.worker(owner)):
+                continue
+            pair = (job_id, owner)
+            seen.add(pair)
+            first = self._silent_since.setdefault(pair, now)
+            if now - first < self.config.heartbeat_ttl_s:
+                continue
+            if self._requeue(keys=self.keys.for_job(job_id), args=[job_id, owner, self.keys.worker_prefix, now]):
+                log.warning("worker %s went silent while running job %s: job requeued", owner, job_id)
+                requeued.append(job_id)
+                if self.send_task is not None:
+                    self.send_task(job_id)
+        self._silent_since = {p: t for p, t in self._silent_since.items() if p in seen}
+        return requeued
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.2, self.config.heartbeat_ttl_s / 3)
+        while not self._stop.is_set():
+            try:
+                self.beat()
+                self.reap()
+            except TRANSIENT as exc:
+                log.warning("heartbeat: redis unreachable (%s); retrying", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            self._stop.wait(interval)
+
+    def start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._heartbeat_loop, name="nst-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop beating and remove the key, so the bot sees this worker leave at once."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.redis.delete(self.keys.worker(self.name))
+
+    # -- running one job -------------------------------------------------------------
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """Call ``fn`` until Redis answers: a job's claim or outcome must not be lost to a restart."""
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except TRANSIENT as exc:
+                log.warning("%s: redis unreachable (%s); retrying in %.1f s", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def run(self, job_id: str) -> str:
+        """The body of the Celery task: claim, stylize, report.  Returns what happened."""
+        from nst_core.runner import JobCancelledError, run_job, user_message
+
+        keys = self.keys.for_job(job_id)
+        outcome = self._retrying(
+            f"claim {job_id}",
+            lambda: self._claim(keys=keys, args=[job_id, self.name, time.time(), self.keys.worker_prefix]),
+        )
+        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if outcome != "run":
+            log.info("job %s: not running it (%s)", job_id, outcome)
+            return outcome
+        self.current_job = job_id
+        with contextlib.suppress(*TRANSIENT):
+            self.beat()
+        finish: list[Any]
+        try:
+            fields = self._retrying(f"inputs of {job_id}", lambda: self.redis.hgetall(self.keys.inputs(job_id)))
+            if not fields:
+                raise _InputsGone()
+            job, steps = decode_inputs(job_id, fields)
+            result = run_job(
+                job,
+                device=self.device,
+                progress=self._progress_reporter(job_id),
+                cancel=self._cancel_check(job_id),
+                steps=steps or self.config.steps,
+            )
+        except JobCancelledError:
+            finish = ["cancelled"]
+        except _InputsGone:
+            finish = ["failed", "the photo expired before a painter was free; please send it again", "0"]
+        except Exception as exc:
+            log.warning("job %s failed: %s", job_id, exc, exc_info=not isinstance(exc, ValueError))
+            finish = ["failed", user_message(exc), "0"]
+        else:
+            finish = ["done", result.image, f"{result.seconds:.4f}", result.width, result.height, result.format]
+        finally:
+            self.current_job = None
+        kind = finish[0]
+        stored = self._retrying(
+            f"outcome of {job_id}",
+            lambda: self._finish(
+                keys=keys, args=[job_id, self.name, time.time(), self.config.job_ttl_s, *finish]
+            ),
+        )
+        if stored == 0:
+            log.info("job %s: %s, but another run already reported it; dropping this copy", job_id, kind)
+            return "duplicate"
+        if stored == 2:
+            kind = "cancelled"
+        self.jobs_done += 1
+        log.info("job %s: %s", job_id, kind)
+        return kind
+
+    def _progress_reporter(self, job_id: str) -> Callable[[float, float | None], None]:
+        last = 0.0
+
+        def report(fraction: float, eta_s: float | None) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < 0.5 and fraction < 1.0:
+                return
+            last = now
+            eta = "" if eta_s is None else f"{eta_s:.2f}"
+            with contextlib.suppress(*TRANSIENT):  # progress is best effort
+                self._progress(keys=self.keys.for_job(job_id), args=[job_id, time.time(), f"{fraction:.4f}", eta])
+
+        return report
+
+    def _cancel_check(self, job_id: str) -> Callable[[], bool]:
+        """Polls the cancel flag at most every 0.2 s: a few steps on a GPU, one on a CPU."""
+        key = self.keys.cancel(job_id)
+        last = 0.0
+        cancelled = False
+
+        def check() -> bool:
+            nonlocal last, cancelled
+            now = time.monotonic()
+            if cancelled or now - last < 0.2:
+                return cancelled
+            last = now
+            with contextlib.suppress(*TRANSIENT):
+                cancelled = bool(self.redis.exists(key))
+            return cancelled
+
+        return check
+
+
+class _InputsGone(Exception):
+    """The job's input key expired (or was never written) before a worker got to it."""
+
+
+# ---------------------------------------------------------------------------
+# Start-up
+
+
+def _resolve_device(requested: str) -> tuple[str, str]:
+    from nst_core.device import describe_device, pick_device
+
+    device = pick_device(requested)
+    return device, describe_device(device)
+
+
+def _warm_up(device: str) -> float:
+    """Load VGG19 onto the device and run it once; returns seconds spent."""
+    import torch
+
+    from nst_core.vgg import cached_features
+
+    started = time.monotonic()
+    model = cached_features(device)
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64, device=device))
+    return time.monotonic() - started
+
+
+def check(config: WorkerConfig) -> int:
+    """``--check``: device, weights, Redis; one line on stdout, exit status 0 or 1."""
+    try:
+        device, description = _resolve_device(config.device)
+    except Exception as exc:
+        print(f"nst-worker check FAILED: device: {exc}")
+        return 1
+    try:
+        seconds = _warm_up(device)
+    except Exception as exc:
+        print(f"nst-worker check FAILED: VGG19 weights on {description}: {exc}")
+        return 1
+    url = safe_url(config.redis_url)
+    try:
+        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        print(f"nst-worker check FAILED: redis at {url}: {exc}")
+        return 1
+    print(f"nst-worker check ok: device {description}, VGG19 weights loaded in {seconds:.1f} s, redis at {url} answers")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nst-worker",
+        description="Run style-transfer jobs from the Redis queue on one device (a Celery worker).",
+    )
+    parser.add_argument("--check", action="store_true", help="verify device, weights and Redis, then exit 0/1")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: $NST_DEVICE or auto)")
+    parser.add_argument("--redis-url", help="default: $REDIS_URL or redis://127.0.0.1:6379/0")
+    parser.add_argument("--name", help="worker name (default: nst-<device>-<pid>@<host>)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: $NST_TORCH_THREADS or torch's)")
+    parser.add_argument("--steps", help="override the step schedule, e.g. 3 (smoke tests)")
+    parser.add_argument("--loglevel", help="DEBUG, INFO, WARNING (default: INFO)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = WorkerConfig.from_env(
+        device=args.device, redis_url=args.redis_url, name=args.name, threads=args.threads,
+        steps=parse_steps(args.steps) if args.steps else None, loglevel=args.loglevel,
+    )  # fmt: skip
+    logging.basicConfig(
+        level=config.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    if args.check:
+        return check(config)
+
+    try:
+        device, description = _resolve_device(config.device)
+    except ValueError as exc:
+        print(f"nst-worker: {exc}", file=sys.stderr)
+        return 1
+    if not config.name:
+        config.name = f"nst-{device.replace(':', '')}-{os.getpid()}@{socket.gethostname()}"
+    seconds = _warm_up(device)
+    log.info("worker %s: VGG19 warm on %s in %.1f s; queue at %s", config.name, description, seconds,
+             safe_url(config.redis_url))
+
+    from celery.signals import worker_shutdown
+
+    from nst_core.celery_app import QUEUE, TASK_NAME, create_app
+
+    app = create_app(config.redis_url)
+    runtime = WorkerRuntime(config, device, description)
+
+    def resend(job_id: str) -> None:
+        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE)
+
+    runtime.send_task = resend
+
+    @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+    def run_task(job_id: str) -> str:
+        return runtime.run(job_id)
+
+    worker_shutdown.connect(lambda **_: runtime.stop_heartbeat(), weak=False)
+    runtime.start_heartbeat()
+    app.worker_main(
+        argv=[
+            "worker", "--pool=solo", "--concurrency=1", "--prefetch-multiplier=1", f"--queues={QUEUE}",
+            f"--hostname={config.name}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+            f"--loglevel={config.loglevel.upper()}",
+        ]
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Jobs through Redis and two real ``nst-worker`` processes: delivery, load, cancel, bot restart."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from celery_harness import Collector, RedisServer, Worker, make_job, start_worker, wait_clean, wait_idle, wait_ready
+from PIL import Image
+
+from nst_core.celery_executor import CeleryExecutor
+from nst_core.executor import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer, worker_logs: Path, preset_cache: Path) -> Iterator[list[Worker]]:
+    started = [start_worker(redis_server, f"w{i}", worker_logs) for i in (1, 2)]
+    try:
+        wait_ready(redis_server, started)
+        yield started
+    finally:
+        for w in started:
+            w.terminate()
+
+
+@pytest.fixture
+async def executor(redis_server: RedisServer, workers: list[Worker]) -> AsyncIterator[tuple[CeleryExecutor, Collector]]:
+    collector = Collector()
+    ex = CeleryExecutor(redis_server.url)
+    await ex.start(collector)
+    yield ex, collector
+    await ex.stop()
+
+
+async def test_submit_delivers_an_image_and_leaves_nothing_behind(executor, redis_server, photo):
+    ex, events = executor
+    await ex.submit(make_job("basic-1", photo))
+    await events.wait_for(lambda: events.of_type(JobDone, "basic-1"), 60, "JobDone")
+    kinds = [type(e) for e in events.by_job["basic-1"]]
+    assert kinds[0] is JobQueued
+    assert JobStarted in kinds
+    assert kinds.count(JobDone) == 1
+    done = events.of_type(JobDone, "basic-1")[0]
+    image = Image.open(io.BytesIO(done.image))
+    image.load()
+    assert max(image.size) == 64 and (done.width, done.height) == image.size
+    assert done.seconds > 0
+    await wait_clean(redis_server.client())
+    assert await ex.queue_length() == 0
+    assert "2 workers" in ex.device and "cpu" in ex.device
+
+
+async def test_resubmitting_a_known_id_is_a_no_op(executor, photo):
+    ex, events = executor
+    job = make_job("dup-1", photo)
+    await ex.submit(job)
+    await ex.submit(job)
+    await events.wait_for(lambda: events.of_type(JobDone, "dup-1"), 60, "JobDone")
+    await events.wait_for(lambda: not ex._watch, 5, "nothing left to watch")
+    assert len(events.of_type(JobStarted, "dup-1")) == 1
+    assert len(events.of_type(JobDone, "dup-1")) == 1
+
+
+async def test_two_workers_drain_30_jobs_from_10_users_each_exactly_once(executor, redis_server, photo, workers):
+    ex, events = executor
+    ids = [f"user{u}-job{k}" for k in range(3) for u in range(10)]
+    for job_id in ids:
+        await ex.submit(make_job(job_id, photo))
+    first = events.of_type(JobQueued, ids[-1])[0]
+    assert first.position >= 1 and first.eta_s is not None
+    assert await ex.queue_length() >= 1
+
+    def all_done() -> bool:
+        return {e.job_id for e in events.of_type(JobDone)} >= set(ids)
+
+    await events.wait_for(all_done, 120, "30 results")
+    done = Counter(e.job_id for e in events.of_type(JobDone))
+    assert all(done[i] == 1 for i in ids), done
+    assert not events.of_type(JobFailed)
+    # Both workers took part.
+    await wait_clean(redis_server.client())
+    assert await ex.queue_length() == 0
+    logs = {w.name: w.log.read_text() for w in workers}
+    assert all("user" in text for text in logs.values()), "one worker did every job"
+
+
+async def test_cancel_a_queued_job(executor, redis_server, photo):
+    ex, events = executor
+    # Two long jobs occupy both workers, so the third waits in the queue.
+    ex._steps = (400,)
+    for job_id in ("busy-a", "busy-b"):
+        await ex.submit(make_job(job_id, photo))
+    ex._steps = None
+    await ex.submit(make_job("queued-c", photo))
+    await events.wait_for(lambda: len(events.of_type(JobStarted)) >= 2, 60, "both workers busy")
+    assert await ex.position("queued-c") == 1
+    assert await ex.cancel("queued-c") is True
+    assert events.of_type(JobCancelled, "queued-c")
+    assert await ex.position("queued-c") is None
+    assert await ex.cancel("queued-c") is False
+    # And the running ones: stopped within a few steps, long before their 400.
+    for job_id in ("busy-a", "busy-b"):
+        await events.wait_for(lambda j=job_id: events.of_type(JobProgress, j), 30, "progress")
+        assert await ex.cancel(job_id) is True
+    await events.wait_for(
+        lambda: all(events.of_type(JobCancelled, j) for j in ("busy-a", "busy-b")), 15, "running jobs cancelled"
+    )
+    assert not events.of_type(JobDone)
+    assert not events.of_type(JobStarted, "queued-c")
+    await wait_clean(redis_server.client())
+    assert await ex.queue_length() == 0
+
+
+async def test_results_finished_while_the_bot_was_down_are_delivered_after_it_restarts(redis_server, photo, workers):
+    first = Collector()
+    ex = CeleryExecutor(redis_server.url)
+    await ex.start(first)
+    ids = [f"restart-{i}" for i in range(6)]
+    for job_id in ids:
+        await ex.submit(make_job(job_id, photo))
+    await first.wait_for(lambda: first.of_type(JobStarted), 30, "a job started")
+    await ex.stop()  # the bot goes down while the workers are busy
+    delivered_before = {e.job_id for e in first.of_type(JobDone)}
+    client = redis_server.client()
+    await wait_idle(client)  # the workers finish everything with no bot reading
+
+    second = Collector()
+    ex2 = CeleryExecutor(redis_server.url)
+    await ex2.start(second)
+    try:
+        missing = set(ids) - delivered_before
+        assert missing, "every job finished before the restart; the test proves nothing"
+        await second.wait_for(lambda: {e.job_id for e in second.of_type(JobDone)} >= missing, 30, "backlog")
+        every = Counter(e.job_id for e in first.of_type(JobDone) + second.of_type(JobDone))
+        assert all(every[i] == 1 for i in ids), every
+        await wait_clean(client)
+    finally:
+        await ex2.stop()
