@@ -104,6 +104,11 @@ def quiet_http_logs() -> None:
 
 
 def default_executor(config: BotConfig) -> Executor:
+    """In-process by default; ``NST_EXECUTOR=celery`` sends jobs through Redis to ``nst-worker``s."""
+    if config.executor == "celery":
+        from nst_core.celery_executor import CeleryExecutor
+
+        return CeleryExecutor(config.redis_url)
     from nst_core.executor import LocalExecutor
 
     return LocalExecutor(None if config.device == "auto" else config.device, timeout_s=config.job_timeout_s)

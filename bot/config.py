@@ -58,6 +58,8 @@ class BotConfig(BaseSettings):
     # --- Where things live ----------------------------------------------------------------
     data_dir: Path = Field(default=Path("data"), validation_alias=_env("NST_DATA_DIR"))
     device: str = Field(default="auto", validation_alias=_env("NST_DEVICE"))
+    executor: Literal["local", "celery"] = Field(default="local", validation_alias=_env("NST_EXECUTOR"))
+    redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
 
     # --- Limits -------------------------------------------------------------------------------
     max_jobs_per_user: int = Field(default=2, ge=1, validation_alias=_env("NST_MAX_JOBS_PER_USER"))
@@ -152,6 +154,7 @@ _FIELD_ENV = {
     "token": "TELEGRAM_BOT_TOKEN",
     "base_url": "TELEGRAM_BASE_URL",
     "base_file_url": "TELEGRAM_BASE_FILE_URL",
+    "redis_url": "REDIS_URL",
 }
 
 

@@ -132,6 +132,8 @@ def minutes(seconds: float | None) -> str:
 
 
 def queued(position: int, eta_s: float | None) -> str:
+    if eta_s is None:  # the executor can't reach its queue right now; the job is safe
+        return "⏳ Your picture is safe in the queue; the painters are briefly out of reach. It will continue shortly."
     if position <= 1:
         return f"🕐 You're next in the queue. Ready in about {minutes(eta_s)}."
     return f"🕐 In the queue: #{position}. Ready in about {minutes(eta_s)}."
