@@ -1,0 +1,33 @@
+"""``nst-worker --check``: one line, exit 0 when device, weights and Redis are fine, 1 otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from celery_harness import ROOT, RedisServer, free_port, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def run_check(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_core.celery_worker", "--check", "--device", "cpu"],
+        env=worker_env(url), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_check_passes_against_a_live_redis(redis_server: RedisServer, preset_cache: Path) -> None:
+    result = run_check(redis_server.url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = result.stdout.strip()
+    assert "\n" not in line and line.startswith("nst-worker check ok") and "cpu" in line
+
+
+def test_check_fails_with_one_clear_line_when_redis_is_down(preset_cache: Path) -> None:
+    result = run_check(f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    line = result.stdout.strip()
+    assert "\n" not in line and line.startswith("nst-worker check FAILED: redis")

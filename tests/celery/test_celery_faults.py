@@ -1,0 +1,116 @@
+"""Faults with real processes: a worker killed mid-job, a redelivered message, Redis restarted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from celery_harness import Collector, RedisServer, Worker, make_job, start_worker, wait_clean, wait_ready
+
+from nst_core.celery_app import QUEUE, TASK_NAME, create_app
+from nst_core.celery_executor import CeleryExecutor
+from nst_core.executor import JobDone, JobFailed, JobProgress, JobQueued, JobStarted
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer, worker_logs: Path, preset_cache: Path) -> Iterator[list[Worker]]:
+    started = [start_worker(redis_server, f"f{i}", worker_logs) for i in (1, 2)]
+    try:
+        wait_ready(redis_server, started)
+        yield started
+    finally:
+        for w in started:
+            w.terminate()
+
+
+@pytest.fixture
+async def executor(redis_server: RedisServer, workers: list[Worker]) -> AsyncIterator[tuple[CeleryExecutor, Collector]]:
+    collector = Collector()
+    ex = CeleryExecutor(redis_server.url)
+    await ex.start(collector)
+    yield ex, collector
+    await ex.stop()
+
+
+async def test_a_worker_killed_mid_job_has_its_job_rerun_by_the_other_and_delivered_once(
+    executor, redis_server, workers, photo
+):
+    ex, events = executor
+    ex._steps = (60,)  # a few seconds on one CPU thread: time to kill it half-way
+    await ex.submit(make_job("victim", photo))
+    await events.wait_for(lambda: events.of_type(JobProgress, "victim"), 60, "the job running")
+    client = redis_server.client()
+    owner = client.hget("nst:running", "victim").decode()
+    victim = next(w for w in workers if w.name == owner)
+    victim.kill()  # SIGKILL: no chance to clean up, reject or acknowledge anything
+
+    await events.wait_for(lambda: events.of_type(JobDone, "victim"), 60, "the rerun's result")
+    survivor = next(w for w in workers if w.name != owner)
+    assert len(events.of_type(JobDone, "victim")) == 1
+    assert len(events.of_type(JobStarted, "victim")) == 2  # the first run and the rerun
+    requeued = events.of_type(JobQueued, "victim")
+    assert len(requeued) >= 2, "the bot was not told that its job went back to the queue"
+    assert "job victim: done" in survivor.log.read_text()
+    await wait_clean(client)
+    workers.remove(victim)
+
+
+async def test_a_redelivered_message_for_a_delivered_job_does_nothing(executor, redis_server, workers, photo):
+    ex, events = executor
+    await ex.submit(make_job("once", photo))
+    await events.wait_for(lambda: events.of_type(JobDone, "once"), 60, "JobDone")
+    await wait_clean(redis_server.client())
+    # What the transport does with an orphaned message after its visibility timeout.
+    app = create_app(redis_server.url)
+    await asyncio.to_thread(app.send_task, TASK_NAME, args=["once"], task_id="once", queue=QUEUE)
+    for _ in range(100):
+        if any("job once: not running it (gone)" in w.log.read_text() for w in workers):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no worker saw the redelivered message")
+    await asyncio.sleep(0.3)
+    assert len(events.of_type(JobDone, "once")) == 1
+    assert len(events.of_type(JobStarted, "once")) == 1
+    app.close()
+
+
+async def test_redis_restart_keeps_queued_jobs_and_the_executor_keeps_answering(
+    executor, redis_server, workers, photo
+):
+    ex, events = executor
+    assert workers, "needs a live worker"
+    ex._steps = (20,)
+    ids = [f"aof-{i}" for i in range(4)]
+    for job_id in ids:
+        await ex.submit(make_job(job_id, photo))
+    await events.wait_for(lambda: events.of_type(JobStarted), 30, "a job running")
+
+    redis_server.stop()
+    # Every unfinished job is reported delayed: JobQueued with no ETA.
+    def delayed(job_id: str) -> bool:
+        return any(e.eta_s is None for e in events.of_type(JobQueued, job_id)) or bool(events.of_type(JobDone, job_id))
+
+    await events.wait_for(lambda: all(delayed(j) for j in ids), 15, "delayed notices")
+    # The executor still answers and accepts work while Redis is down.
+    await ex.submit(make_job("during-outage", photo))
+    assert events.of_type(JobQueued, "during-outage")[-1].eta_s is None
+    assert await ex.queue_length() >= 1
+    assert await ex.position("during-outage") is not None
+    await asyncio.sleep(1.5)
+
+    redis_server.start()  # same port, same append-only file
+    everything = [*ids, "during-outage"]
+    await events.wait_for(
+        lambda: {e.job_id for e in events.of_type(JobDone)} >= set(everything), 90, "every job after the restart"
+    )
+    done = Counter(e.job_id for e in events.of_type(JobDone))
+    assert all(done[j] == 1 for j in everything), done
+    assert not events.of_type(JobFailed)
+    assert ex.connected
+    await wait_clean(redis_server.client(), 15)
