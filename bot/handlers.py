@@ -208,9 +208,32 @@ async def _request_from(message: Message, ref: ImageRef, args: list[str], contex
     draft = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
     await svc.db.save_draft(draft)
     if not args:
-        await _ask_for_style(message, draft, context, texts.PICK_STYLE_FOR_LAST)
+        await _ask_for_style(
+            message, draft, context, texts.PICK_STYLE_GROUP if who.in_group else texts.PICK_STYLE_FOR_LAST
+        )
         return
     await _submit_preset(message, who, draft, " ".join(args), context)
+
+
+async def on_group_style_reply(update: Update, context: Context) -> None:
+    """In a group, a picture sent as a reply to the bot's style prompt is the style image."""
+    message = update.effective_message
+    assert message is not None
+    target = message.reply_to_message
+    if target is None or target.from_user is None or target.from_user.id != context.bot.id:
+        return
+    who = requester(update)
+    svc = service(context)
+    draft = await svc.db.get_draft(who.chat_id, who.user_id)
+    ref = image_ref(message)
+    if ref is None or draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
+        return
+    try:
+        await svc.check_image(ref, "style image")
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return
+    await _submit(message, who, draft, context, style=ref)
 
 
 async def _ask_for_style(message: Message, draft: Draft, context: Context, text: str) -> None:
@@ -825,6 +848,11 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("stats", cmd_stats))
     app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & IMAGE & STYLIZE_CAPTION, on_stylize_caption))
     app.add_handler(MessageHandler(private & IMAGE, on_picture))
+    app.add_handler(
+        MessageHandler(
+            filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & filters.REPLY & IMAGE, on_group_style_reply
+        )
+    )
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
     app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))

@@ -44,7 +44,8 @@ def help_text(bot_username: str) -> str:
         "/settings — strength, size, quality, colours\n"
         "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
         "/queue — your pictures in the works · /cancel — stop them\n\n"
-        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code>.\n"
+        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code> "
+        "(or just /stylize, then reply to my message with a picture for your own style).\n"
         f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
         "Styles:\n" + preset_lines()
     )
@@ -69,6 +70,7 @@ COMMANDS: list[tuple[str, str]] = [
 # --- the conversation -------------------------------------------------------------------------
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
 PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
+PICK_STYLE_GROUP = "Pick a style — or reply to this message with a picture to copy the style from."
 NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
 WAITING_FOR_STYLE = (
