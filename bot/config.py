@@ -88,6 +88,7 @@ class BotConfig(BaseSettings):
     status_interval_s: float = Field(default=3.0, ge=0, validation_alias=_env("NST_STATUS_INTERVAL_S"))
     album_wait_s: float = Field(default=1.0, ge=0, validation_alias=_env("NST_ALBUM_WAIT_S"))
     draft_ttl_s: float = Field(default=1800.0, gt=0, validation_alias=_env("NST_DRAFT_TTL_S"))
+    keep_results_days: float = Field(default=7.0, gt=0, validation_alias=_env("NST_KEEP_RESULTS_DAYS"))
     flood_retries: int = Field(default=3, ge=0, validation_alias=_env("NST_FLOOD_RETRIES"))
     log_level: str = Field(default="INFO", validation_alias=_env("NST_LOG_LEVEL"))
 

@@ -636,6 +636,9 @@ class JobService:
     # --- restart recovery -----------------------------------------------------------------
     async def recover(self) -> None:
         """Deliver what finished but was not sent, and queue again what was queued or running."""
+        removed = await asyncio.to_thread(self._prune_results)
+        if removed:
+            log.info("removed %d result file(s) older than %g days", removed, self.config.keep_results_days)
         for job in await self.db.undelivered_done():
             if job.result_path and Path(job.result_path).is_file():
                 await self.deliver(job.id)
@@ -656,6 +659,19 @@ class JobService:
             job.status = "queued"
             await self._open_status(job, texts.RESTARTED)
             await self.executor.submit(self._job_for(job, content, style))
+
+    def _prune_results(self) -> int:
+        """Full-size files are kept a while for the "Full size" button, not forever."""
+        cutoff = time.time() - self.config.keep_results_days * 86400
+        removed = 0
+        for path in self.config.results_dir.glob("*.*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     # --- admin ------------------------------------------------------------------------------
     async def stats_text(self) -> str:
