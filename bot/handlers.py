@@ -28,7 +28,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatType
-from telegram.error import TelegramError
+from telegram.error import Forbidden, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -816,6 +816,9 @@ async def on_inline(update: Update, context: Context) -> None:
 # --- errors ---------------------------------------------------------------------------------------
 async def on_error(update: object, context: Context) -> None:
     """Log it; tell the user something went wrong (never the details)."""
+    if isinstance(context.error, Forbidden):  # blocked the bot / kicked from the group: nobody to tell
+        log.info("can't answer an update: %s", context.error)
+        return
     log.error("error while handling an update", exc_info=context.error)
     if isinstance(update, Update):
         if update.callback_query is not None:

@@ -206,6 +206,7 @@ class JobService:
         self._images: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._images_bytes = 0
         self._started = False
+        self._dropped: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     @property
@@ -379,6 +380,8 @@ class JobService:
         position = await self.db.count_active("queued")
         eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
         await self._open_status(row, texts.queued(position, eta))
+        if row.id in self._dropped:  # blocked the bot in the meantime: don't paint for nobody
+            return row
         await self.executor.submit(self._job_for(row, content_bytes, style_bytes))
         return row
 
@@ -519,6 +522,7 @@ class JobService:
         if job is None:
             return
         log.warning("user %s blocked the bot; dropping job %s", job.user_id, job_id)
+        self._dropped.add(job_id)
         if job.status in ACTIVE:
             await self.db.update_job(
                 job_id, only_if_status=ACTIVE, status="failed", finished_at=time.time(), error=texts.USER_BLOCKED
@@ -658,7 +662,8 @@ class JobService:
                 continue
             job.status = "queued"
             await self._open_status(job, texts.RESTARTED)
-            await self.executor.submit(self._job_for(job, content, style))
+            if job.id not in self._dropped:
+                await self.executor.submit(self._job_for(job, content, style))
 
     def _prune_results(self) -> int:
         """Full-size files are kept a while for the "Full size" button, not forever."""
