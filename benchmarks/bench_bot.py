@@ -138,8 +138,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(rest)
             if await executor.queue_length() == 0:
                 jobs_running_throughout = False
-        for _ in range(args.jobs):
-            await app.bot_data["service"].cancel_all(painter["id"])
+        await app.bot_data["service"].cancel_all(painter["id"])
+        for _ in range(200):  # let the running job stop at its next step before shutting down
+            if await executor.queue_length() == 0:
+                break
+            await asyncio.sleep(0.05)
         await app.updater.stop()
         await app.stop()
         await app.shutdown()
