@@ -252,11 +252,14 @@ class Scale:
 
 
 #: Steps per scale, coarsest first; the last entry is for the output size.  A
-#: coarse step costs a quarter of the next finer one.
+#: coarse step costs a quarter of the next finer one, so "balanced" at 512 px
+#: costs about 44 full-size steps, of which 100 of 130 run at low resolution.
+#: The finest scale needs ~30 steps whatever came before (benchmarks/RESULTS.md):
+#: the coarse scales buy large-scale structure, not fewer fine steps.
 STEPS = {
-    Quality.FAST: (60, 30, 15),
-    Quality.BALANCED: (100, 60, 30),
-    Quality.BEST: (200, 120, 80),
+    Quality.FAST: (30, 20, 15),
+    Quality.BALANCED: (60, 40, 30),
+    Quality.BEST: (120, 80, 60),
 }
 MIN_COARSE_SIDE = 128
 
