@@ -29,6 +29,7 @@ Key layout (``P`` is the prefix, ``nst`` by default)::
     P:events        stream  queued/started/progress/done/failed/cancelled, read by the
                             executor through the consumer group ``bot``
     P:worker:{name} string  a worker's heartbeat (JSON, expires after the heartbeat TTL)
+    P:gpu:{uuid}    string  which worker holds that GPU (``--device cuda:free``), same TTL
 
 Everything a job leaves behind is deleted once its final event has been
 delivered; the rest expires (``job_ttl_s``) if the bot never comes back.
@@ -91,6 +92,9 @@ class Keys:
 
     def worker(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    def gpu(self, uuid: str) -> str:
+        return f"{self.prefix}:gpu:{uuid}"
 
     @property
     def worker_prefix(self) -> str:

@@ -111,6 +111,7 @@ class WorkerRuntime:
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _silent_since: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
+    gpu_claim: str | None = None  # the P:gpu:{uuid} key this worker holds (``cuda:free``)
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.config.prefix)
@@ -137,6 +138,8 @@ class WorkerRuntime:
     def beat(self) -> None:
         ttl_ms = max(1000, int(self.config.heartbeat_ttl_s * 1000))
         self.redis.set(self.keys.worker(self.name), self.info().to_json(), px=ttl_ms)
+        if self.gpu_claim is not None:
+            self.redis.set(self.gpu_claim, self.name, px=ttl_ms)
 
     def reap(self) -> list[str]:
         """Requeue jobs whose worker has been silent for a whole heartbeat TTL; returns their ids.
@@ -188,6 +191,8 @@ class WorkerRuntime:
             self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self.redis.delete(self.keys.worker(self.name))
+            if self.gpu_claim is not None and self.redis.get(self.gpu_claim) == self.name.encode():
+                self.redis.delete(self.gpu_claim)
 
     # -- running one job -------------------------------------------------------------
 
@@ -303,8 +308,33 @@ class _InputsGone(Exception):
 def _resolve_device(requested: str) -> tuple[str, str]:
     from nst_core.device import describe_device, pick_device
 
-    device = pick_device(requested)
+    device = pick_device("cuda" if requested == FREE_GPU else requested)
     return device, describe_device(device)
+
+
+#: ``--device cuda:free``: take a visible GPU no other worker holds.  Compose gives every
+#: replica of a scaled service the same GPU reservation, so with ``count: all`` and this,
+#: ``docker compose up --scale worker=N`` spreads N workers over N GPUs.
+FREE_GPU = "cuda:free"
+
+
+def claim_free_gpu(client: redis.Redis, keys: Keys, name: str, ttl_s: float) -> tuple[str, str]:
+    """The first visible GPU whose claim key (by GPU UUID, so unique across machines) is free.
+
+    Returns the torch device and the claim key, which the heartbeat then keeps
+    alive; a dead worker's claim expires with its heartbeat.
+    """
+    import torch
+
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise ValueError(f"device {FREE_GPU!r} needs a CUDA GPU and none is visible")
+    for index in range(count):
+        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or f"{socket.gethostname()}-{index}")
+        key = keys.gpu(uuid)
+        if client.set(key, name, nx=True, px=max(1000, int(ttl_s * 1000))):
+            return f"cuda:{index}", key
+    raise ValueError(f"all {count} visible GPU(s) already have a worker; start fewer, or share one with --device cuda")
 
 
 def _warm_up(device: str) -> float:
@@ -350,7 +380,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run style-transfer jobs from the Redis queue on one device (a Celery worker).",
     )
     parser.add_argument("--check", action="store_true", help="verify device, weights and Redis, then exit 0/1")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps or auto (default: $NST_DEVICE or auto)")
+    parser.add_argument(
+        "--device", help="cpu, cuda, cuda:N, cuda:free (a GPU no other worker holds), mps or auto "
+        "(default: $NST_DEVICE or auto)",
+    )
     parser.add_argument("--redis-url", help="default: $REDIS_URL or redis://127.0.0.1:6379/0")
     parser.add_argument("--name", help="worker name (default: nst-<device>-<pid>@<host>)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: $NST_TORCH_THREADS or torch's)")
@@ -381,7 +414,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst-worker: {exc}", file=sys.stderr)
         return 1
     if not config.name:
-        config.name = f"nst-{device.replace(':', '')}-{os.getpid()}@{socket.gethostname()}"
+        kind = "gpu" if config.device == FREE_GPU else device.replace(":", "")
+        config.name = f"nst-{kind}-{os.getpid()}@{socket.gethostname()}"
+    gpu_claim = None
+    if config.device == FREE_GPU:
+        from nst_core.device import describe_device
+
+        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=3, socket_timeout=10)
+        try:
+            device, gpu_claim = claim_free_gpu(client, Keys(config.prefix), config.name, config.heartbeat_ttl_s * 4)
+        except (ValueError, *TRANSIENT) as exc:
+            print(f"nst-worker: {exc}", file=sys.stderr)
+            return 1
+        description = describe_device(device)
     seconds = _warm_up(device)
     log.info("worker %s: VGG19 warm on %s in %.1f s; queue at %s", config.name, description, seconds,
              safe_url(config.redis_url))
@@ -392,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(config.redis_url)
     runtime = WorkerRuntime(config, device, description)
+    runtime.gpu_claim = gpu_claim
 
     def resend(job_id: str) -> None:
         app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE)

@@ -31,3 +31,24 @@ def test_check_fails_with_one_clear_line_when_redis_is_down(preset_cache: Path) 
     assert result.returncode == 1
     line = result.stdout.strip()
     assert "\n" not in line and line.startswith("nst-worker check FAILED: redis")
+
+
+def test_cuda_free_gives_each_worker_its_own_gpu(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaled Compose replicas all see every GPU; the Redis claim spreads them out."""
+    import types
+
+    import torch
+
+    from nst_core.celery_store import Keys
+    from nst_core.celery_worker import claim_free_gpu
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=f"GPU-test-{i}"))
+    client, keys = redis_server.client(), Keys("nst")
+    assert claim_free_gpu(client, keys, "a", 5) == ("cuda:0", "nst:gpu:GPU-test-0")
+    assert claim_free_gpu(client, keys, "b", 5) == ("cuda:1", "nst:gpu:GPU-test-1")
+    with pytest.raises(ValueError, match="already have a worker"):
+        claim_free_gpu(client, keys, "c", 5)
+    client.delete("nst:gpu:GPU-test-0")  # worker a died: its claim expired
+    assert claim_free_gpu(client, keys, "c", 5)[0] == "cuda:0"
+    client.delete("nst:gpu:GPU-test-0", "nst:gpu:GPU-test-1")
