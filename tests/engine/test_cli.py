@@ -1,0 +1,81 @@
+"""The `nst` command as a user types it."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from nst_core.cli import main
+from tests.conftest import ROOT, SHARED_CONTENT
+
+PHOTO = str(SHARED_CONTENT / "rocket.jpg")
+NOT_AN_IMAGE = str(ROOT / "pyproject.toml")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stylize_writes_the_picture_and_reports_the_time(tmp_path, capsys):
+    out = tmp_path / "painted.png"
+    code, stdout, err = run(capsys, "stylize", PHOTO, "--preset", "great-wave", "--size", "64",
+                            "--quality", "fast", "-o", str(out))
+    assert code == 0, err
+    img = Image.open(out)
+    assert img.format == "PNG" and max(img.size) == 64
+    assert "saved" in stdout and " s on cpu" in stdout
+    assert "step" in err  # the progress bar
+
+
+def test_own_style_file_and_blend(tmp_path, capsys):
+    style = tmp_path / "style.png"
+    Image.effect_noise((80, 80), 60).convert("RGB").save(style)
+    out = tmp_path / "out.jpg"
+    code, _, err = run(capsys, "stylize", PHOTO, "--style", str(style), "--preset", "the-scream",
+                       "--style-weights", "1", "3", "--size", "64", "--quality", "fast", "--quiet", "-o", str(out))
+    assert code == 0, err
+    assert Image.open(out).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["stylize", PHOTO, "-o", "x.jpg"], "give a style"),
+        (["stylize", PHOTO, "--preset", "stary-night", "-o", "x.jpg"], "Did you mean 'starry-night'"),
+        (["stylize", PHOTO, "--preset", "great-wave", "--strength", "12", "-o", "x.jpg"], "strength must be from 1"),
+        (["stylize", PHOTO, "--preset", "great-wave", "--size", "20", "-o", "x.jpg"], "size must be from 64"),
+        (["stylize", NOT_AN_IMAGE, "--preset", "great-wave", "-o", "x.jpg"], "not an image"),
+        (["stylize", "missing.jpg", "--preset", "great-wave", "-o", "x.jpg"], "no such file"),
+        (["stylize", PHOTO, "--preset", "great-wave", "-o", "x.gif"], "must end in"),
+        (["stylize", PHOTO, "--preset", "great-wave", "--device", "cuda:3", "-o", "x.jpg"], "not available"),
+        (["stylize", PHOTO, "--preset", "great-wave", "the-scream", "--style-weights", "1", "-o", "x.jpg"],
+         "1 style weights for 2"),
+        (["presets", "fetch"], "--all"),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nst: error:") and message in lines[0]
+
+
+def test_presets_list_and_fetch(capsys):
+    code, out, _ = run(capsys, "presets", "fetch", "water-lilies")
+    assert code == 0 and "water-lilies" in out
+    code, out, _ = run(capsys, "presets", "list")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("water-lilies"))
+    assert "Claude Monet" in row and "cached" in row
+    assert sum(1 for line in out.splitlines() if "  " in line) >= 12  # header + 11 presets
+
+
+def test_console_script_fails_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nst_core.cli", "stylize", str(tmp_path / "none.png"),
+                           "--preset", "great-wave", "-o", str(tmp_path / "o.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("nst: error:")
