@@ -105,7 +105,9 @@ class CeleryExecutor(Executor):
 
     ``steps`` overrides the step schedule of every job it submits (tests and
     smoke runs), like ``LocalExecutor(steps=...)``; workers also honour
-    ``NST_STEPS``.
+    ``NST_STEPS``.  ``timeout_s`` travels with each job: the worker stops a job
+    that runs longer and reports ``JobFailed``, as ``LocalExecutor(timeout_s=...)``
+    does.  The time waiting in the queue does not count.
     """
 
     def __init__(
@@ -113,12 +115,14 @@ class CeleryExecutor(Executor):
         redis_url_: str | None = None,
         *,
         steps: tuple[int, ...] | None = None,
+        timeout_s: float | None = None,
         prefix: str = "nst",
         job_ttl_s: int = DEFAULT_JOB_TTL_S,
         block_ms: int = 1000,
     ) -> None:
         self.redis_url = redis_url(redis_url_)
         self._steps = steps
+        self._timeout_s = timeout_s
         self._keys = Keys(prefix)
         self._job_ttl_s = job_ttl_s
         self._block_ms = block_ms
@@ -272,7 +276,7 @@ class CeleryExecutor(Executor):
 
     async def _submit_remote(self, job: Job) -> str:
         """Store ``job`` (idempotent) and make sure its Celery message went out; returns its state."""
-        fields = encode_inputs(job, self._steps)
+        fields = encode_inputs(job, self._steps, self._timeout_s)
         args: list[Any] = [job.id, time.time(), self._job_ttl_s, fields.pop("meta"), fields.pop("content")]
         for name, data in fields.items():
             args += [name, data]

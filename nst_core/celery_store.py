@@ -132,7 +132,9 @@ class Keys:
 # Job inputs <-> Redis hash
 
 
-def encode_inputs(job: Job, steps: tuple[int, ...] | None = None) -> dict[str, bytes]:
+def encode_inputs(
+    job: Job, steps: tuple[int, ...] | None = None, timeout_s: float | None = None
+) -> dict[str, bytes]:
     """The fields of ``P:in:{id}``: JSON meta plus raw image bytes (no base64 in the queue)."""
     styles: list[dict[str, Any]] = []
     fields: dict[str, bytes] = {"content": job.content}
@@ -148,13 +150,14 @@ def encode_inputs(job: Job, steps: tuple[int, ...] | None = None) -> dict[str, b
         "format": job.output_format,
         "styles": styles,
         "steps": list(steps) if steps else None,
+        "timeout_s": timeout_s,
     }
     fields["meta"] = json.dumps(meta).encode()
     return fields
 
 
-def decode_inputs(job_id: str, fields: dict[bytes, bytes]) -> tuple[Job, tuple[int, ...] | None]:
-    """Rebuild the ``Job`` (and the optional step override) a worker runs."""
+def decode_inputs(job_id: str, fields: dict[bytes, bytes]) -> tuple[Job, tuple[int, ...] | None, float | None]:
+    """Rebuild the ``Job`` a worker runs, with the optional step override and time limit."""
     meta = json.loads(fields[b"meta"])
     styles = tuple(
         StyleRef(preset=s["preset"]) if "preset" in s else StyleRef(image=fields[s["image"].encode()])
@@ -168,7 +171,7 @@ def decode_inputs(job_id: str, fields: dict[bytes, bytes]) -> tuple[Job, tuple[i
         output_format=meta.get("format") or "JPEG",
     )
     steps = tuple(meta["steps"]) if meta.get("steps") else None
-    return job, steps
+    return job, steps, meta.get("timeout_s")
 
 
 @dataclass(frozen=True)

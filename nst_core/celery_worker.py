@@ -224,20 +224,26 @@ class WorkerRuntime:
         with contextlib.suppress(*TRANSIENT):
             self.beat()
         finish: list[Any]
+        deadline: float | None = None
+        timeout_s: float | None = None
         try:
             fields = self._retrying(f"inputs of {job_id}", lambda: self.redis.hgetall(self.keys.inputs(job_id)))
             if not fields:
                 raise _InputsGone()
-            job, steps = decode_inputs(job_id, fields)
+            job, steps, timeout_s = decode_inputs(job_id, fields)
+            deadline = time.monotonic() + timeout_s if timeout_s else None
             result = run_job(
                 job,
                 device=self.device,
                 progress=self._progress_reporter(job_id),
-                cancel=self._cancel_check(job_id),
+                cancel=self._cancel_check(job_id, deadline),
                 steps=steps or self.config.steps,
             )
         except JobCancelledError:
-            finish = ["cancelled"]
+            if deadline is not None and time.monotonic() >= deadline:
+                finish = ["failed", f"it took longer than the {timeout_s:.0f} s limit", "0"]
+            else:
+                finish = ["cancelled"]
         except _InputsGone:
             finish = ["failed", "the photo expired before a painter was free; please send it again", "0"]
         except Exception as exc:
@@ -278,8 +284,8 @@ class WorkerRuntime:
 
         return report
 
-    def _cancel_check(self, job_id: str) -> Callable[[], bool]:
-        """Polls the cancel flag at most every 0.2 s: a few steps on a GPU, one on a CPU."""
+    def _cancel_check(self, job_id: str, deadline: float | None = None) -> Callable[[], bool]:
+        """Polls the cancel flag at most every 0.2 s (a few steps on a GPU, one on a CPU); stops at ``deadline``."""
         key = self.keys.cancel(job_id)
         last = 0.0
         cancelled = False
@@ -287,6 +293,8 @@ class WorkerRuntime:
         def check() -> bool:
             nonlocal last, cancelled
             now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return True
             if cancelled or now - last < 0.2:
                 return cancelled
             last = now

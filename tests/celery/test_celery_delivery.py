@@ -141,3 +141,17 @@ async def test_results_finished_while_the_bot_was_down_are_delivered_after_it_re
         await wait_clean(client)
     finally:
         await ex2.stop()
+
+
+async def test_a_job_over_its_time_limit_fails_with_a_clear_reason(redis_server, photo, workers):
+    events = Collector()
+    ex = CeleryExecutor(redis_server.url, steps=(400,), timeout_s=1.0)
+    await ex.start(events)
+    try:
+        await ex.submit(make_job("too-slow", photo))
+        await events.wait_for(lambda: events.of_type(JobFailed, "too-slow"), 30, "JobFailed")
+        assert "1 s limit" in events.of_type(JobFailed, "too-slow")[0].reason
+        assert not events.of_type(JobDone)
+        await wait_clean(redis_server.client())
+    finally:
+        await ex.stop()
