@@ -119,6 +119,7 @@ class CeleryExecutor(Executor):
         prefix: str = "nst",
         job_ttl_s: int = DEFAULT_JOB_TTL_S,
         block_ms: int = 1000,
+        start_timeout_s: float = 10.0,
     ) -> None:
         self.redis_url = redis_url(redis_url_)
         self._steps = steps
@@ -126,6 +127,7 @@ class CeleryExecutor(Executor):
         self._keys = Keys(prefix)
         self._job_ttl_s = job_ttl_s
         self._block_ms = block_ms
+        self._start_timeout_s = start_timeout_s
         self._redis: aioredis.Redis | None = None
         self._app: Any = None  # celery.Celery, created on start (keeps celery out of import time)
         self._send_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-celery-send")
@@ -174,7 +176,20 @@ class CeleryExecutor(Executor):
         self._cancel_script = self._redis.register_script(CANCEL)
         self._forget_script = self._redis.register_script(FORGET)
         self._app = create_app(self.redis_url)
+        # Hand over what finished while the bot was down before returning, so the caller's
+        # own recovery (which resubmits what its database still calls active) sees those
+        # jobs as done rather than resubmitting them.  Redis down: carry on, the loop retries.
+        try:
+            await asyncio.wait_for(self._catch_up(), self._start_timeout_s)
+        except (TimeoutError, *OUTAGE, ResponseError) as exc:
+            log.warning("redis not reachable at start (%s); jobs will be delayed until it is", exc or "timeout")
+            self._ready = False
         self._task = asyncio.create_task(self._run_forever(), name="celery-executor")
+
+    async def _catch_up(self) -> None:
+        await self._setup()
+        while await self._read_once(">", block=False):
+            pass
 
     async def stop(self) -> None:
         self._stopping = True
@@ -400,12 +415,12 @@ class CeleryExecutor(Executor):
             await self._submit_remote(job)  # an outage here propagates: the loop backs off
             self._outbox.pop(job_id, None)
 
-    async def _read_once(self, from_id: str) -> int:
+    async def _read_once(self, from_id: str, *, block: bool = True) -> int:
         """Read and handle one batch; ``from_id`` "0" re-reads this consumer's unacknowledged entries."""
         client = self._client()
         response = await client.xreadgroup(
             EVENT_GROUP, EVENT_CONSUMER, {self._keys.events: from_id}, count=100,
-            block=None if from_id == "0" else self._block_ms,
+            block=self._block_ms if block and from_id != "0" else None,
         )  # fmt: skip
         count = 0
         for _stream, entries in response or []:

@@ -1,0 +1,123 @@
+"""The bot on the Celery executor, through the fake Bot API: Redis outage, bot restart, many users.
+
+The basic "a picture comes back" test lives with the bot's tests
+(``tests/bot/test_bot_celery.py``); these are the fault cases from the bot's side.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery_harness import ROOT, RedisServer, Worker, start_worker, wait_idle, wait_ready
+
+sys.path.insert(0, str(ROOT / "tests" / "bot"))
+try:
+    import bot_helpers as bh
+except ImportError as exc:  # the fake Bot API server is not in this checkout
+    pytest.skip(f"bot test helpers unavailable: {exc}", allow_module_level=True)
+
+from nst_core.celery_executor import CeleryExecutor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workers(redis_server: RedisServer, worker_logs: Path, preset_cache: Path) -> Iterator[list[Worker]]:
+    started = [start_worker(redis_server, f"b{i}", worker_logs) for i in (1, 2)]
+    try:
+        wait_ready(redis_server, started)
+        yield started
+    finally:
+        for w in started:
+            w.terminate()
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[Any]:
+    fake = bh.FakeTelegram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def runner(tg: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    r = bh.BotRunner(tg, tmp_path / "data")
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+def photos_in(tg: Any, chat_id: int) -> int:
+    return sum(1 for m in tg.messages(chat_id) if m.get("photo"))
+
+
+async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_after(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    await runner.start(CeleryExecutor(redis_server.url, steps=(40,)))
+    alice = tg.user(101, "Alice", username="alice")
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
+    await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=30)
+
+    redis_server.stop()
+    try:
+        def told_delayed() -> bool:
+            calls = tg.calls("editMessageText") + tg.calls("sendMessage")
+            return any("safe in the queue" in bh.text_of(r) for r in calls)
+
+        await bh.wait_until(told_delayed, timeout=15, what="a 'delayed' notice")
+        tg.send_text(chat, alice, "/help")  # the bot still answers commands
+        await bh.wait_text(tg, chat["id"], "How it works", timeout=15)
+    finally:
+        redis_server.start()
+    (result,) = await bh.wait_photo(tg, chat["id"], timeout=60)
+    assert bh.reply_to(result) == bh.msg_id(photo)
+    await bh.settle(1.0)
+    assert photos_in(tg, chat["id"]) == 1
+
+
+async def test_results_finished_while_the_bot_restarts_are_delivered_once(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    await runner.start(CeleryExecutor(redis_server.url, steps=(20,)))
+    users = [tg.user(200 + i, f"User{i}") for i in range(2)]
+    chats = [tg.private_chat(u) for u in users]
+    sent = [
+        tg.send_photo(c, u, bh.image_bytes(seed=i), caption="great-wave")
+        for i, (c, u) in enumerate(zip(chats, users, strict=True))
+    ]
+    await bh.wait_text(tg, chats[0]["id"], "Painting", method="editMessageText", timeout=30)
+    await runner.stop()  # the bot goes down while the workers paint
+    await wait_idle(redis_server.client())
+
+    await runner.start(CeleryExecutor(redis_server.url, steps=(20,)))
+    await bh.wait_until(lambda: all(photos_in(tg, c["id"]) >= 1 for c in chats), timeout=60, what="both results")
+    await bh.settle(1.0)
+    replies = sorted(bh.reply_to(r) for r in tg.calls("sendPhoto"))
+    assert replies == sorted(bh.msg_id(p) for p in sent)
+
+
+async def test_two_workers_serve_ten_users_each_result_once(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    await runner.start(CeleryExecutor(redis_server.url, steps=(3,)))
+    users = [tg.user(300 + i, f"Many{i}") for i in range(10)]
+    chats = [tg.private_chat(u) for u in users]
+    sent = [
+        tg.send_photo(c, u, bh.image_bytes(seed=i * 2 + k), caption="the-kiss")
+        for i, (c, u) in enumerate(zip(chats, users, strict=True))
+        for k in range(2)
+    ]
+    await bh.wait_until(lambda: all(photos_in(tg, c["id"]) >= 2 for c in chats), timeout=120, what="20 results")
+    await bh.settle(1.0)
+    replies = sorted(bh.reply_to(r) for r in tg.calls("sendPhoto"))
+    assert replies == sorted(bh.msg_id(p) for p in sent)
