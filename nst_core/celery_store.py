@@ -319,7 +319,7 @@ if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then return 0 end
 redis.call('HDEL', KEYS[6], ARGV[1])
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
 local seq = redis.call('INCR', KEYS[7])
-redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'requeued', ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'requeued', ARGV[4], 'sent', '0')
 redis.call('ZADD', KEYS[5], seq, ARGV[1])
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'queued', 'job', ARGV[1], 't', ARGV[4],
   'reason', 'worker ' .. ARGV[2] .. ' was lost')

@@ -165,8 +165,39 @@ class WorkerRuntime:
                 requeued.append(job_id)
                 if self.send_task is not None:
                     self.send_task(job_id)
+                    self.redis.hset(self.keys.job(job_id), "sent", "1")
         self._silent_since = {p: t for p, t in self._silent_since.items() if p in seen}
         return requeued
+
+    def resend_unsent(self, older_than_s: float = 30.0) -> list[str]:
+        """Send the Celery message of queued jobs that have none (returns their ids).
+
+        A job is stored first and its message sent second; a bot (or reaper) that
+        died in between, or a Redis restart at that moment, leaves a job that no
+        worker would ever receive.  A second message for a job is harmless: the
+        claim script lets only one run happen.
+        """
+        if self.send_task is None:
+            return []
+        ids = [m.decode() for m in self.redis.zrange(self.keys.pending, 0, 99)]
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.keys.job(job_id), "sent", "submitted", "requeued")
+        now = time.time()
+        resent: list[str] = []
+        for job_id, (sent, submitted, requeued) in zip(ids, pipe.execute(), strict=True):
+            if sent != b"0":
+                continue
+            since = max(float(submitted or 0), float(requeued or 0))
+            if now - since < older_than_s:
+                continue
+            log.warning("job %s was queued without a message; sending it", job_id)
+            self.send_task(job_id)
+            self.redis.hset(self.keys.job(job_id), "sent", "1")
+            resent.append(job_id)
+        return resent
 
     def _heartbeat_loop(self) -> None:
         interval = max(0.2, self.config.heartbeat_ttl_s / 3)
@@ -174,6 +205,7 @@ class WorkerRuntime:
             try:
                 self.beat()
                 self.reap()
+                self.resend_unsent()
             except TRANSIENT as exc:
                 log.warning("heartbeat: redis unreachable (%s); retrying", exc)
             except Exception:

@@ -114,3 +114,18 @@ async def test_redis_restart_keeps_queued_jobs_and_the_executor_keeps_answering(
     assert not events.of_type(JobFailed)
     assert ex.connected
     await wait_clean(redis_server.client(), 15)
+
+
+async def test_a_job_stored_but_never_sent_is_sent_by_a_worker(executor, redis_server, workers, photo):
+    """The bot died between storing a job and sending its message: the workers notice."""
+    import time
+
+    from nst_core.celery_store import encode_inputs
+
+    ex, events = executor
+    fields = encode_inputs(make_job("orphan", photo))
+    args = ["orphan", time.time() - 60, 3600, fields.pop("meta"), fields.pop("content")]
+    await ex._submit_script(keys=ex._keys.for_job("orphan"), args=args)
+    await events.wait_for(lambda: events.of_type(JobDone, "orphan"), 30, "the orphan's result")
+    assert len(events.of_type(JobDone, "orphan")) == 1
+    await wait_clean(redis_server.client())
