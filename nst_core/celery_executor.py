@@ -223,8 +223,7 @@ class CeleryExecutor(Executor):
             state = await self._submit_remote(job)
         except OUTAGE as exc:
             log.warning("job %s: queue unreachable (%s); it will be sent when redis is back", job.id, exc)
-            self._outbox[job.id] = job
-            self._connected = False
+            self._outbox[job.id] = job  # the loop sends it as soon as redis answers
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
             return
         if state == "queued":
@@ -349,6 +348,9 @@ class CeleryExecutor(Executor):
                     await self._setup()
                     delay = 0.1
                 await self._read_once(">")
+                if self._outbox:  # a submit hit a short outage that the loop itself never saw
+                    await self._flush_outbox()
+                    await self._announce_all()
                 await self._refresh_workers()
                 delay = 0.1
             except asyncio.CancelledError:
