@@ -129,3 +129,31 @@ async def test_a_job_stored_but_never_sent_is_sent_by_a_worker(executor, redis_s
     await events.wait_for(lambda: events.of_type(JobDone, "orphan"), 30, "the orphan's result")
     assert len(events.of_type(JobDone, "orphan")) == 1
     await wait_clean(redis_server.client())
+
+
+async def test_bot_and_worker_started_before_redis_catch_up_when_it_appears(tmp_path, worker_logs, photo, preset_cache):
+    """Start order does not matter: nothing crashes while Redis is missing, and the job runs once it is up."""
+    server = RedisServer(tmp_path)  # not started yet
+    worker = start_worker(server, "early", worker_logs)
+    events = Collector()
+    ex = CeleryExecutor(server.url, start_timeout_s=3)
+    try:
+        await asyncio.wait_for(ex.start(events), 10)
+        assert not ex.connected
+        await ex.submit(make_job("early-job", photo))
+        assert events.of_type(JobQueued, "early-job")[-1].eta_s is None  # delayed, not failed
+        assert await ex.queue_length() == 1
+        for _ in range(600):  # until the worker is up and finds no Redis
+            if worker.log.exists() and "redis unreachable" in worker.log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the worker never tried redis:\n{worker.tail()}")
+        server.start()
+        await events.wait_for(lambda: events.of_type(JobDone, "early-job"), 90, "the job after redis came up")
+        assert ex.connected
+        assert len(events.of_type(JobDone, "early-job")) == 1
+    finally:
+        await ex.stop()
+        worker.terminate()
+        server.stop()
