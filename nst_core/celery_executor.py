@@ -314,9 +314,7 @@ class CeleryExecutor(Executor):
         )
 
     async def _cancel_remote(self, job_id: str) -> str:
-        status = await self._cancel_script(
-            keys=self._keys.for_job(job_id), args=[job_id, time.time(), self._job_ttl_s]
-        )
+        status = await self._cancel_script(keys=self._keys.for_job(job_id), args=[job_id, time.time(), self._job_ttl_s])
         return status.decode() if isinstance(status, bytes) else str(status)
 
     async def _refresh_workers(self, *, force: bool = False) -> None:

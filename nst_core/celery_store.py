@@ -132,9 +132,7 @@ class Keys:
 # Job inputs <-> Redis hash
 
 
-def encode_inputs(
-    job: Job, steps: tuple[int, ...] | None = None, timeout_s: float | None = None
-) -> dict[str, bytes]:
+def encode_inputs(job: Job, steps: tuple[int, ...] | None = None, timeout_s: float | None = None) -> dict[str, bytes]:
     """The fields of ``P:in:{id}``: JSON meta plus raw image bytes (no base64 in the queue)."""
     styles: list[dict[str, Any]] = []
     fields: dict[str, bytes] = {"content": job.content}

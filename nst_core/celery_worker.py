@@ -288,9 +288,7 @@ class WorkerRuntime:
         kind = finish[0]
         stored = self._retrying(
             f"outcome of {job_id}",
-            lambda: self._finish(
-                keys=keys, args=[job_id, self.name, time.time(), self.config.job_ttl_s, *finish]
-            ),
+            lambda: self._finish(keys=keys, args=[job_id, self.name, time.time(), self.config.job_ttl_s, *finish]),
         )
         if stored == 0:
             log.info("job %s: %s, but another run already reported it; dropping this copy", job_id, kind)
@@ -421,8 +419,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--check", action="store_true", help="verify device, weights and Redis, then exit 0/1")
     parser.add_argument(
-        "--device", help="cpu, cuda, cuda:N, cuda:free (a GPU no other worker holds), mps or auto "
-        "(default: $NST_DEVICE or auto)",
+        "--device",
+        help="cpu, cuda, cuda:N, cuda:free (a GPU no other worker holds), mps or auto (default: $NST_DEVICE or auto)",
     )
     parser.add_argument("--redis-url", help="default: $REDIS_URL or redis://127.0.0.1:6379/0")
     parser.add_argument("--name", help="worker name (default: nst-<device>-<pid>@<host>)")
@@ -468,8 +466,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         description = describe_device(device)
     seconds = _warm_up(device)
-    log.info("worker %s: VGG19 warm on %s in %.1f s; queue at %s", config.name, description, seconds,
-             safe_url(config.redis_url))
+    log.info(
+        "worker %s: VGG19 warm on %s in %.1f s; queue at %s",
+        config.name,
+        description,
+        seconds,
+        safe_url(config.redis_url),
+    )
 
     from celery.signals import worker_shutdown
 

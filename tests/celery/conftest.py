@@ -25,5 +25,3 @@ def worker_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def photo(content_dir: Path) -> bytes:
     return (content_dir / "astronaut.png").read_bytes()
-
-

@@ -70,6 +70,7 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
 
     redis_server.stop()
     try:
+
         def told_delayed() -> bool:
             calls = tg.calls("editMessageText") + tg.calls("sendMessage")
             return any("safe in the queue" in bh.text_of(r) for r in calls)

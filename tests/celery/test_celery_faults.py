@@ -80,9 +80,7 @@ async def test_a_redelivered_message_for_a_delivered_job_does_nothing(executor, 
     app.close()
 
 
-async def test_redis_restart_keeps_queued_jobs_and_the_executor_keeps_answering(
-    executor, redis_server, workers, photo
-):
+async def test_redis_restart_keeps_queued_jobs_and_the_executor_keeps_answering(executor, redis_server, workers, photo):
     ex, events = executor
     assert workers, "needs a live worker"
     ex._steps = (20,)
@@ -92,6 +90,7 @@ async def test_redis_restart_keeps_queued_jobs_and_the_executor_keeps_answering(
     await events.wait_for(lambda: events.of_type(JobStarted), 30, "a job running")
 
     redis_server.stop()
+
     # Every unfinished job is reported delayed: JobQueued with no ETA.
     def delayed(job_id: str) -> bool:
         return any(e.eta_s is None for e in events.of_type(JobQueued, job_id)) or bool(events.of_type(JobDone, job_id))
