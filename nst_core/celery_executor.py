@@ -8,7 +8,8 @@ How a job travels (keys and scripts: ``nst_core.celery_store``):
 1. ``submit`` writes the inputs to Redis (with an expiry), adds the id to the
    pending set and sends a Celery message that carries only the id.
 2. A worker claims the job atomically, runs it, and appends ``started`` /
-   ``progress`` / ``done`` events to a Redis stream; the image goes to a key.
+   ``done`` events to a Redis stream (progress to a second, short one); the image
+   goes to a key.
 3. This executor reads the stream through a consumer group, turns entries into
    events for the bot, and once an outcome has been handed over deletes the
    job's keys and acknowledges the entry.
@@ -376,8 +377,9 @@ class CeleryExecutor(Executor):
     async def _setup(self) -> None:
         """(Re)connect: group, backlog, durations, outbox, fresh positions."""
         client = self._client()
-        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
-            await client.xgroup_create(self._keys.events, EVENT_GROUP, id="0", mkstream=True)
+        for stream in (self._keys.events, self._keys.progress):
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+                await client.xgroup_create(stream, EVENT_GROUP, id="0", mkstream=True)
         self._connected = True
         if not self._watch:
             await self._adopt_unfinished()
@@ -419,20 +421,22 @@ class CeleryExecutor(Executor):
         """Read and handle one batch; ``from_id`` "0" re-reads this consumer's unacknowledged entries."""
         client = self._client()
         response = await client.xreadgroup(
-            EVENT_GROUP, EVENT_CONSUMER, {self._keys.events: from_id}, count=100,
+            EVENT_GROUP, EVENT_CONSUMER, {self._keys.events: from_id, self._keys.progress: from_id}, count=100,
             block=self._block_ms if block and from_id != "0" else None,
         )  # fmt: skip
+        batches = {(s.decode() if isinstance(s, bytes) else s): entries for s, entries in response or []}
         count = 0
-        for _stream, entries in response or []:
-            for entry_id, fields in entries:
+        # Outcomes first: a progress report read in the same batch as its job's result is stale.
+        for stream in (self._keys.events, self._keys.progress):
+            for entry_id, fields in batches.get(stream, []):
                 count += 1
                 if not fields:  # deleted while pending
-                    await client.xack(self._keys.events, EVENT_GROUP, entry_id)
+                    await client.xack(stream, EVENT_GROUP, entry_id)
                     continue
-                await self._handle(entry_id, decode_event(fields))
+                await self._handle(entry_id, decode_event(fields), stream)
         return count
 
-    async def _handle(self, entry_id: bytes, event: dict[str, str]) -> None:
+    async def _handle(self, entry_id: bytes, event: dict[str, str], stream: str) -> None:
         kind, job_id = event.get("type", ""), event.get("job", "")
         final = kind in TERMINAL
         if job_id in self._finished:
@@ -474,8 +478,8 @@ class CeleryExecutor(Executor):
         pipe = self._client().pipeline(transaction=True)
         if final:
             await self._forget_script(keys=self._keys.for_job(job_id), args=[job_id], client=pipe)
-        pipe.xack(self._keys.events, EVENT_GROUP, entry_id)
-        pipe.xdel(self._keys.events, entry_id)
+        pipe.xack(stream, EVENT_GROUP, entry_id)
+        pipe.xdel(stream, entry_id)
         await pipe.execute()
         if final:
             await self._announce_all()

@@ -26,8 +26,9 @@ Key layout (``P`` is the prefix, ``nst`` by default)::
     P:running       hash    job id -> worker name
     P:seq           counter submission order
     P:durations     list    seconds of the last 50 jobs (ETAs after a bot restart)
-    P:events        stream  queued/started/progress/done/failed/cancelled, read by the
-                            executor through the consumer group ``bot``
+    P:events        stream  queued/started/done/failed/cancelled, read by the executor
+                            through the consumer group ``bot``
+    P:progress      stream  progress reports (same group; capped short, stale ones are dropped)
     P:worker:{name} string  a worker's heartbeat (JSON, expires after the heartbeat TTL)
     P:gpu:{uuid}    string  which worker holds that GPU (``--device cuda:free``), same TTL
 
@@ -53,6 +54,10 @@ EVENT_CONSUMER = "executor"
 #: Approximate cap on the event stream; entries are deleted once handled, so it
 #: only fills up while no bot is reading.
 EVENTS_MAXLEN = 100_000
+#: Progress reports go to their own, short stream: they are worth nothing once stale, and
+#: while no bot reads (hours, a few reports a second per worker) they must not push the
+#: outcomes out of the main stream.
+PROGRESS_MAXLEN = 2_000
 #: How long a job's keys live if nobody ever collects them (two days).
 DEFAULT_JOB_TTL_S = 2 * 24 * 3600
 TERMINAL = frozenset({"done", "failed", "cancelled"})
@@ -120,11 +125,15 @@ class Keys:
     def events(self) -> str:
         return f"{self.prefix}:events"
 
+    @property
+    def progress(self) -> str:
+        return f"{self.prefix}:progress"
+
     def for_job(self, job_id: str) -> list[str]:
         """The KEYS every per-job script takes, in this order."""
         return [
             self.job(job_id), self.inputs(job_id), self.result(job_id), self.cancel(job_id),
-            self.pending, self.running, self.seq, self.events, self.durations,
+            self.pending, self.running, self.seq, self.events, self.durations, self.progress,
         ]  # fmt: skip
 
 
@@ -202,9 +211,10 @@ def decode_event(fields: dict[bytes, bytes]) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------
 # Lua: every transition of a job is atomic.  KEYS are always ``Keys.for_job``:
-#   1 job  2 inputs  3 result  4 cancel  5 pending  6 running  7 seq  8 events  9 durations
+#   1 job  2 inputs  3 result  4 cancel  5 pending  6 running  7 seq  8 events  9 durations  10 progress
 
 _MAXLEN = str(EVENTS_MAXLEN)
+_PROGRESS_MAXLEN = str(PROGRESS_MAXLEN)
 
 #: Store a new job (no-op for a known id).  ARGV: id, now, ttl, meta, content, then
 #: alternating style field names and bytes.  Returns {status, state, sent}.
@@ -256,7 +266,7 @@ return 'run'
 #: A worker's progress report; dropped unless the job is still running.  ARGV: id, now, fraction, eta.
 PROGRESS = f"""
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*',
+redis.call('XADD', KEYS[10], 'MAXLEN', '~', {_PROGRESS_MAXLEN}, '*',
   'type', 'progress', 'job', ARGV[1], 't', ARGV[2], 'fraction', ARGV[3], 'eta', ARGV[4])
 return 1
 """
