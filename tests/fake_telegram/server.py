@@ -1,0 +1,412 @@
+"""A fake Telegram Bot API server for tests: real HTTP, JSON and multipart, file downloads.
+
+Telegram's servers are unreachable from CI, so the tests point the real
+python-telegram-bot ``Application`` at this server through ``base_url`` /
+``base_file_url``.  It answers the methods the bot uses with objects shaped like
+the real API's, records every call, and lets tests act as users: send texts,
+photos, documents, albums, press buttons, type inline queries, block the bot or
+trigger flood control.  It runs on the test's own event loop (tornado, which
+python-telegram-bot's webhook extra already brings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import json
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tornado.httpserver
+import tornado.web
+
+TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+# Parameters Telegram expects JSON-encoded inside form and multipart bodies.
+_JSON_PARAMS = {"reply_markup", "reply_parameters", "media", "results", "commands", "entities",
+                "caption_entities", "allowed_updates", "link_preview_options", "button"}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, description: str, parameters: dict | None = None) -> None:
+        super().__init__(description)
+        self.code, self.description, self.parameters = code, description, parameters
+
+
+@dataclass
+class Request:
+    """One Bot API call the bot made."""
+
+    method: str
+    params: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+    at: float = 0.0
+    status: int = 200
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:
+        return 90, 90
+
+
+class FakeTelegram:
+    """The server and the test-side API (see the module docstring)."""
+
+    def __init__(self, token: str = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi") -> None:
+        self.token = token
+        self.bot_user = {"id": 999, "is_bot": True, "first_name": "Painter", "username": "PainterBot",
+                         "can_join_groups": True, "can_read_all_group_messages": False,
+                         "supports_inline_queries": True}
+        self.requests: list[Request] = []
+        self.commands: list[dict] = []
+        self.base_url = self.base_file_url = ""
+        self._updates: list[dict] = []
+        self._new_update = asyncio.Event()
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(100)
+        self._file_ids = itertools.count(1)
+        self._files: dict[str, bytes] = {}
+        self._file_sizes: dict[str, int] = {}
+        self._chats: dict[int, dict] = {}
+        self._bot_messages: dict[int, dict[int, dict]] = {}
+        self._blocked: set[int] = set()
+        self._floods: dict[str, list[int]] = {}
+        self._server: tornado.httpserver.HTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        fake = self
+
+        class Api(tornado.web.RequestHandler):
+            async def post(self, token: str, method: str) -> None:
+                code, body = await fake._handle(token, method, self.request)
+                self.set_status(code)
+                self.set_header("Content-Type", "application/json")
+                self.write(json.dumps(body))
+
+            get = post
+
+        class Files(tornado.web.RequestHandler):
+            def get(self, token: str, path: str) -> None:
+                if token != fake.token or path not in fake._files:
+                    self.set_status(404)
+                    return
+                self.write(fake._files[path])
+
+        app = tornado.web.Application([(r"/bot([^/]+)/(\w+)", Api), (r"/file/bot([^/]+)/(.+)", Files)])
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        self._server = tornado.httpserver.HTTPServer(app, max_body_size=100 << 20)
+        self._server.add_sockets([sock])
+        self.base_url = f"http://127.0.0.1:{port}/bot"
+        self.base_file_url = f"http://127.0.0.1:{port}/file/bot"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.close_all_connections(), 2)
+        self._new_update.set()  # release a long poll in flight
+
+    async def __aenter__(self) -> FakeTelegram:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- people, chats and files -------------------------------------------
+
+    def user(self, user_id: int, first_name: str = "Alice", username: str | None = None) -> dict:
+        user = {"id": user_id, "is_bot": False, "first_name": first_name}
+        if username:
+            user["username"] = username
+        return user
+
+    def private_chat(self, user: dict) -> dict:
+        chat = {"id": user["id"], "type": "private", "first_name": user["first_name"]}
+        self._chats[chat["id"]] = chat
+        return chat
+
+    def group_chat(self, chat_id: int = -100123, title: str = "Painters") -> dict:
+        chat = {"id": chat_id, "type": "supergroup", "title": title}
+        self._chats[chat_id] = chat
+        return chat
+
+    def add_file(self, data: bytes, *, file_size: int | None = None) -> tuple[str, str]:
+        """Store bytes as Telegram would; ``file_size`` fakes a big file without the bytes."""
+        n = next(self._file_ids)
+        file_id = f"F{n}"
+        self._files[file_id] = data
+        self._file_sizes[file_id] = file_size if file_size is not None else len(data)
+        return file_id, f"U{n}"
+
+    # -- acting as users -----------------------------------------------------
+
+    def _push(self, update: dict) -> dict:
+        update["update_id"] = next(self._update_ids)
+        self._updates.append(update)
+        self._new_update.set()
+        return update
+
+    def _user_message(self, chat: dict, user: dict, reply_to: dict | None = None, **fields: Any) -> dict:
+        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat, "from": user,
+                   **fields}
+        if reply_to:
+            message["reply_to_message"] = reply_to.get("message", reply_to)
+        return message
+
+    @staticmethod
+    def _command_entities(text: str | None) -> list[dict]:
+        if text and text.startswith("/"):
+            return [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        return []
+
+    def send_text(self, chat: dict, user: dict, text: str, *, reply_to: dict | None = None) -> dict:
+        fields: dict[str, Any] = {"text": text}
+        if entities := self._command_entities(text):
+            fields["entities"] = entities
+        return self._push({"message": self._user_message(chat, user, reply_to, **fields)})
+
+    def send_photo(self, chat: dict, user: dict, data: bytes, *, caption: str | None = None,
+                   reply_to: dict | None = None, media_group_id: str | None = None) -> dict:
+        file_id, unique_id = self.add_file(data)
+        w, h = _image_size(data)
+        thumb_id, thumb_unique = self.add_file(data)
+        scale = 90 / max(w, h)
+        fields: dict[str, Any] = {"photo": [
+            {"file_id": thumb_id, "file_unique_id": thumb_unique, "width": max(1, round(w * scale)),
+             "height": max(1, round(h * scale)), "file_size": len(data)},
+            {"file_id": file_id, "file_unique_id": unique_id, "width": w, "height": h, "file_size": len(data)},
+        ]}
+        if caption:
+            fields["caption"] = caption
+            if entities := self._command_entities(caption):
+                fields["caption_entities"] = entities
+        if media_group_id:
+            fields["media_group_id"] = media_group_id
+        return self._push({"message": self._user_message(chat, user, reply_to, **fields)})
+
+    def send_document(self, chat: dict, user: dict, data: bytes | None, *, file_name: str, mime_type: str,
+                      caption: str | None = None, file_size: int | None = None) -> dict:
+        file_id, unique_id = self.add_file(data or b"", file_size=file_size)
+        fields: dict[str, Any] = {"document": {"file_id": file_id, "file_unique_id": unique_id, "file_name": file_name,
+                                               "mime_type": mime_type, "file_size": self._file_sizes[file_id]}}
+        if caption:
+            fields["caption"] = caption
+            if entities := self._command_entities(caption):
+                fields["caption_entities"] = entities
+        return self._push({"message": self._user_message(chat, user, None, **fields)})
+
+    def send_sticker(self, chat: dict, user: dict) -> dict:
+        file_id, unique_id = self.add_file(b"RIFF....WEBP")
+        sticker = {"file_id": file_id, "file_unique_id": unique_id, "width": 512, "height": 512,
+                   "is_animated": False, "is_video": False, "type": "regular"}
+        return self._push({"message": self._user_message(chat, user, None, sticker=sticker)})
+
+    def press_button(self, message: dict, user: dict, data: str) -> dict:
+        """A callback query on a message the bot sent (pass the message as returned by the bot)."""
+        return self._push({"callback_query": {"id": str(next(self._update_ids)), "from": user, "message": message,
+                                              "chat_instance": "instance-1", "data": data}})
+
+    def inline_query(self, user: dict, query: str = "") -> dict:
+        return self._push({"inline_query": {"id": str(next(self._update_ids)), "from": user, "query": query,
+                                            "offset": ""}})
+
+    def block_bot(self, user_id: int) -> None:
+        self._blocked.add(user_id)
+
+    def flood(self, method: str, retry_after: int = 1, times: int = 1) -> None:
+        self._floods[method] = [retry_after, times]
+
+    # -- what the bot did ----------------------------------------------------
+
+    def calls(self, method: str | None = None, chat_id: int | None = None) -> list[Request]:
+        return [r for r in self.requests
+                if (method is None or r.method == method)
+                and (chat_id is None or str(r.params.get("chat_id")) == str(chat_id))]
+
+    async def wait_for(self, method: str, predicate: Callable[[Request], bool] = lambda r: True, *,
+                       timeout: float = 30.0, count: int = 1) -> list[Request]:
+        """Successful calls of ``method`` matching ``predicate``, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.calls(method) if r.status == 200 and predicate(r)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                seen = ", ".join(f"{r.method}({r.status})" for r in self.requests[-15:])
+                raise AssertionError(f"waited {timeout}s for {count} {method} call(s), got {len(found)}; "
+                                     f"last calls: {seen}")
+            await asyncio.sleep(0.01)
+
+    def messages(self, chat_id: int) -> list[dict]:
+        """The bot's messages in a chat as they are now (after edits and deletes)."""
+        return list(self._bot_messages.get(int(chat_id), {}).values())
+
+    # -- the server side -----------------------------------------------------
+
+    @staticmethod
+    def _parse(request: tornado.httputil.HTTPServerRequest) -> tuple[dict[str, Any], dict[str, bytes]]:
+        if request.headers.get("Content-Type", "").startswith("application/json"):
+            params = json.loads(request.body or b"{}")
+        else:
+            params = {k: v[0].decode() for k, v in request.body_arguments.items()}
+            params.update({k: v[0].decode() for k, v in request.query_arguments.items()})
+            for key, value in list(params.items()):
+                if key in _JSON_PARAMS and isinstance(value, str):
+                    with contextlib.suppress(ValueError):
+                        params[key] = json.loads(value)
+        files = {k: v[0]["body"] for k, v in request.files.items()}
+        return params, files
+
+    async def _handle(self, token: str, method: str,
+                      request: tornado.httputil.HTTPServerRequest) -> tuple[int, dict]:
+        if token != self.token:
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        params, files = self._parse(request)
+        record = Request(method, params, files, time.monotonic())
+        if method != "getUpdates":
+            self.requests.append(record)
+        try:
+            result = await self._call(method, params, files)
+        except ApiError as exc:
+            record.status = exc.code
+            body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
+            if exc.parameters:
+                body["parameters"] = exc.parameters
+            return exc.code, body
+        return 200, {"ok": True, "result": result}
+
+    def _bot_message(self, chat_id: int, params: dict, **fields: Any) -> dict:
+        chat = self._chats.get(chat_id, {"id": chat_id, "type": "private" if chat_id > 0 else "group"})
+        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat,
+                   "from": self.bot_user, **fields}
+        if isinstance(params.get("reply_markup"), dict):
+            message["reply_markup"] = params["reply_markup"]
+        reply = params.get("reply_parameters") or (
+            {"message_id": params["reply_to_message_id"]} if params.get("reply_to_message_id") else None)
+        if isinstance(reply, dict) and reply.get("message_id"):
+            message["reply_to_message"] = {"message_id": int(reply["message_id"]), "date": int(time.time()),
+                                           "chat": chat}
+        self._bot_messages.setdefault(chat_id, {})[message["message_id"]] = message
+        return message
+
+    def _upload(self, params: dict, files: dict[str, bytes], name: str) -> tuple[str, bytes]:
+        value = params.get(name)
+        if name in files:
+            data = files[name]
+        elif isinstance(value, str) and value.startswith("attach://"):
+            data = files[value[len("attach://"):]]
+        elif isinstance(value, str) and value in self._files:
+            return value, self._files[value]
+        else:
+            raise ApiError(400, f"Bad Request: there is no {name} in the request")
+        file_id, _ = self.add_file(data)
+        return file_id, data
+
+    def _photo_sizes(self, file_id: str, data: bytes) -> list[dict]:
+        w, h = _image_size(data)
+        return [{"file_id": file_id, "file_unique_id": "u" + file_id, "width": w, "height": h,
+                 "file_size": len(data)}]
+
+    def _edit_target(self, params: dict) -> dict:
+        message = self._bot_messages.get(int(params["chat_id"]), {}).get(int(params["message_id"]))
+        if message is None:
+            raise ApiError(400, "Bad Request: message to edit not found")
+        return message
+
+    async def _call(self, method: str, params: dict, files: dict[str, bytes]) -> Any:
+        flood = self._floods.get(method)
+        if flood and flood[1] > 0:
+            flood[1] -= 1
+            raise ApiError(429, f"Too Many Requests: retry after {flood[0]}", {"retry_after": flood[0]})
+        chat_id = int(params["chat_id"]) if params.get("chat_id") not in (None, "") else None
+        if chat_id is not None and chat_id in self._blocked:
+            raise ApiError(403, "Forbidden: bot was blocked by the user")
+
+        if method == "getMe":
+            return self.bot_user
+        if method == "getUpdates":
+            return await self._get_updates(params)
+        if method in ("deleteWebhook", "setWebhook", "close", "logOut", "sendChatAction", "answerCallbackQuery",
+                      "answerInlineQuery", "setMessageReaction", "setMyDescription", "setMyShortDescription"):
+            return True
+        if method == "setMyCommands":
+            self.commands = params.get("commands") or []
+            return True
+        if method == "getMyCommands":
+            return self.commands
+        if chat_id is None and method.startswith(("send", "edit", "delete")):
+            raise ApiError(400, "Bad Request: chat_id is empty")
+        if method == "sendMessage":
+            return self._bot_message(chat_id, params, text=params["text"])
+        if method == "sendPhoto":
+            file_id, data = self._upload(params, files, "photo")
+            fields: dict[str, Any] = {"photo": self._photo_sizes(file_id, data)}
+            if params.get("caption"):
+                fields["caption"] = params["caption"]
+            return self._bot_message(chat_id, params, **fields)
+        if method == "sendDocument":
+            file_id, data = self._upload(params, files, "document")
+            fields = {"document": {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": len(data),
+                                   "file_name": params.get("file_name") or "file"}}
+            if params.get("caption"):
+                fields["caption"] = params["caption"]
+            return self._bot_message(chat_id, params, **fields)
+        if method == "sendMediaGroup":
+            sent = []
+            for item in params["media"]:
+                file_id, data = self._upload({"media": item["media"]}, files, "media")
+                sent.append(self._bot_message(chat_id, params, photo=self._photo_sizes(file_id, data),
+                                              caption=item.get("caption", "")))
+            return sent
+        if method in ("editMessageText", "editMessageCaption", "editMessageReplyMarkup"):
+            message = self._edit_target(params)
+            key = {"editMessageText": "text", "editMessageCaption": "caption"}.get(method)
+            new_markup = params.get("reply_markup") if isinstance(params.get("reply_markup"), dict) else None
+            if (key is None or message.get(key) == params.get(key)) and message.get("reply_markup") == new_markup:
+                raise ApiError(400, "Bad Request: message is not modified: specified new message content and "
+                                    "reply markup are exactly the same as a current content and reply markup")
+            if key is not None:
+                message[key] = params.get(key)
+            if new_markup is None:
+                message.pop("reply_markup", None)
+            else:
+                message["reply_markup"] = new_markup
+            message["edit_date"] = int(time.time())
+            return message
+        if method == "deleteMessage":
+            self._bot_messages.get(chat_id, {}).pop(int(params["message_id"]), None)
+            return True
+        if method == "getFile":
+            file_id = params["file_id"]
+            if file_id not in self._files:
+                raise ApiError(400, "Bad Request: invalid file_id")
+            if self._file_sizes[file_id] > TELEGRAM_DOWNLOAD_LIMIT:
+                raise ApiError(400, "Bad Request: file is too big")
+            return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": self._file_sizes[file_id],
+                    "file_path": file_id}
+        return True
+
+    async def _get_updates(self, params: dict) -> list[dict]:
+        offset = int(params.get("offset") or 0)
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        if not self._updates:
+            self._new_update.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), float(params.get("timeout") or 0) or 0.01)
+        return [u for u in self._updates if u["update_id"] >= offset]
