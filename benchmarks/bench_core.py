@@ -144,6 +144,24 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+QUALITIES = ("fast", "balanced", "best")
+
+
+def end_to_end(content: Path, device: str) -> dict:
+    """A default 'balanced' 512 px stylization, model warm, from file bytes to JPEG bytes."""
+    from nst_core.executor import Job, StyleRef
+    from nst_core.runner import run_job
+
+    job = Job("bench", content.read_bytes(), (StyleRef(preset="starry-night"),), StyleSettings(size=512))
+    run_job(job, device=device, steps=(2, 2, 2))  # warm-up: model, cuDNN autotuning, preset cache
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    result = run_job(job, device=device)
+    return {"e2e_balanced_512_seconds": round(time.perf_counter() - t0, 2), "device": device,
+            "size": [result.width, result.height]}
+
+
 def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, target: float,
                steps: tuple[int, ...] | None, quality: str) -> dict:
     settings = StyleSettings(size=max(content_img.size), quality=quality, tv_weight=0.0)
@@ -184,14 +202,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="output area(s) in pixels, e.g. 65536 for about 256x256")
     ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     ap.add_argument("--pastiche-steps", type=int, default=100)
-    ap.add_argument("--steps", type=int, nargs="+", default=None,
-                    help="engine steps per scale, coarsest first (default: the quality's schedule)")
-    ap.add_argument("--quality", default="best", help="engine schedule (an upper bound: it stops at the target)")
+    ap.add_argument("--schedules", nargs="+", default=["best", "100"],
+                    help="engine schedules to try: a quality name (its coarse-to-fine schedule) or steps per "
+                         "scale, coarsest first, e.g. 100 (one scale) or 30,30,100; each stops at the target")
+    ap.add_argument("--e2e", action="store_true",
+                    help="also time a default 'balanced' stylization at 512 px end to end (the GPU target)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
-    matmul = matmul_gflops(device)
+    matmul = matmul_gflops(device)  # best of several, before and after each engine run
     runs = []
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"matmul {matmul:.0f} GFLOP/s")
@@ -199,45 +219,54 @@ def main(argv: list[str] | None = None) -> int:
         content_img = pastiche_pil(args.content, pixels)
         style_img = pastiche_pil(args.style, content_img.width * content_img.height)
         p = run_pastiche(args.content, args.style, pixels, device, args.pastiche_steps)
-        e = run_engine(content_img, style_img, device, p["loss"], tuple(args.steps) if args.steps else None,
-                       args.quality)
-        flops = 0.0
-        per_size: dict[tuple[int, int], float] = {}
-        for step in e["trace"]:
-            key = (step.width, step.height)
-            if key not in per_size:
-                per_size[key] = vgg_flops(device, key)
-            flops += per_size[key]
-        engine_loss = e["trace"][-1].loss
-        row = {
-            "content": args.content.name,
-            "style": args.style.name,
-            "pixels": pixels,
-            "size": list(content_img.size),
-            "device": device,
-            "pastiche_steps": args.pastiche_steps,
-            "pastiche_seconds": round(p["seconds"], 2),
-            "pastiche_setup_seconds": round(p["setup_seconds"], 2),
-            "pastiche_loss": p["loss"],
-            "engine_reached_target": e["reached"],
-            "engine_seconds": round(e["seconds"], 2),
-            "engine_steps": len(e["trace"]),
-            "engine_loss": engine_loss,
-            "engine_schedule": sorted({(s.scale, s.width, s.height) for s in e["trace"]}),
-            "ratio": round(p["seconds"] / e["seconds"], 2),
-            "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
-            "matmul_gflops": round(matmul, 1),
-            "gflops_fraction": round(flops / e["seconds"] / 1e9 / matmul, 3),
-            "peak_rss_mb": round(e["peak_rss_mb"], 1),
-        }
-        row["pastiche_final_loss_by_engine"] = engine_score(p["artist"], content_img, style_img, device)
-        runs.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "engine_schedule"}))
-        print(f"  {content_img.width}x{content_img.height}: pastiche {row['pastiche_seconds']} s "
-              f"(loss {row['pastiche_loss']:.4g}) vs engine {row['engine_seconds']} s "
-              f"({'reached' if e['reached'] else 'NOT reached'} in {row['engine_steps']} steps) "
-              f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
-              f"peak RSS {row['peak_rss_mb']:.0f} MB")
+        agreement = engine_score(p["artist"], content_img, style_img, device)
+        for name in args.schedules:
+            steps = None if name in QUALITIES else tuple(int(n) for n in name.split(","))
+            e = run_engine(content_img, style_img, device, p["loss"], steps, name if steps is None else "best")
+            matmul = max(matmul, matmul_gflops(device))
+            flops = 0.0
+            per_size: dict[tuple[int, int], float] = {}
+            for step in e["trace"]:
+                key = (step.width, step.height)
+                if key not in per_size:
+                    per_size[key] = vgg_flops(device, key)
+                flops += per_size[key]
+            row = {
+                "content": args.content.name,
+                "style": args.style.name,
+                "pixels": pixels,
+                "size": list(content_img.size),
+                "device": device,
+                "schedule": name,
+                "pastiche_steps": args.pastiche_steps,
+                "pastiche_seconds": round(p["seconds"], 2),
+                "pastiche_setup_seconds": round(p["setup_seconds"], 2),
+                "pastiche_loss": p["loss"],
+                "pastiche_final_loss_by_engine": agreement,
+                "engine_reached_target": e["reached"],
+                "engine_seconds": round(e["seconds"], 2),
+                "engine_steps": len(e["trace"]),
+                "engine_steps_by_scale": [sum(1 for t in e["trace"] if t.scale == k)
+                                          for k in range(1, e["trace"][-1].scales + 1)],
+                "engine_full_size_equivalent_steps": round(
+                    sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1),
+                "engine_loss": e["trace"][-1].loss,
+                "ratio": round(p["seconds"] / e["seconds"], 2),
+                "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
+                "matmul_gflops": round(matmul, 1),
+                "gflops_fraction": round(flops / e["seconds"] / 1e9 / matmul, 3),
+                "peak_rss_mb": round(e["peak_rss_mb"], 1),
+            }
+            runs.append(row)
+            print(json.dumps(row))
+            print(f"  {content_img.width}x{content_img.height} [{name}]: pastiche {row['pastiche_seconds']} s "
+                  f"(loss {row['pastiche_loss']:.4g}) vs engine {row['engine_seconds']} s "
+                  f"({'reached' if e['reached'] else 'NOT reached'} after {row['engine_steps_by_scale']} steps) "
+                  f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
+                  f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    if args.e2e:
+        runs.append(end_to_end(args.content, device))
+        print(json.dumps(runs[-1]), flush=True)
     report = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device},
