@@ -86,6 +86,14 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     results = await wait_photo(tg, chat["id"], count=3)
     assert "strength 3" in text_of(results[2])
 
+    tg.press_button(result_msg, alice, data["🎨 Another style"])
+    (again,) = await wait_text(tg, chat["id"], "Pick another style")
+    assert reply_to(again) == result_msg["message_id"]
+    message, kiss = find_button(tg, chat["id"], "p:the-kiss:")
+    tg.press_button(message, alice, kiss)
+    results = await wait_photo(tg, chat["id"], count=4)
+    assert "The Kiss" in text_of(results[3]) and reply_to(results[3]) == msg_id(photo)
+
     tg.press_button(result_msg, alice, data["📄 Full size"])
     (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"])
     assert reply_to(doc) == result_msg["message_id"]

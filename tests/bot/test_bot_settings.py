@@ -87,3 +87,14 @@ async def test_settings_apply_to_jobs_and_survive_a_restart(tg: FakeTelegram, ru
     caption = text_of(result)
     assert "strength 9" in caption and "80×" in caption
     assert [r for r in tg.calls("sendPhoto") if chat_of(r) == chat["id"]] == [result]
+
+
+async def test_size_is_capped_by_what_the_device_can_hold(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    bot.service.max_size = 72  # as if the device's memory only allowed 72 px
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/size large")
+    (msg,) = await wait_text(tg, chat["id"], "at most 72 px")
+    assert "Size set to large" in text_of(msg)
+    tg.send_photo(chat, alice, image_bytes(120, 100), caption="the-scream")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "72×" in text_of(result)
