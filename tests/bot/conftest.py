@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,16 @@ import torch
 from bot_helpers import BotRunner, FakeTelegram
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread() -> None:
-    """Two torch threads on two shared cores thrash (10x slower); one is plenty at 64 px."""
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Two torch threads on two shared cores thrash (10x slower); one is plenty at 64 px.
+
+    Restored afterwards, so other test directories in the same run keep their setting.
+    """
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
