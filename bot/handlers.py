@@ -188,7 +188,10 @@ async def on_stylize_caption(update: Update, context: Context) -> None:
     ref = image_ref(message)
     if ref is None:
         return
-    args = (message.caption or "").split()[1:]
+    command, *args = (message.caption or "").split()
+    _, _, addressee = command.partition("@")
+    if addressee and addressee.lower() != (context.bot.username or "").lower():
+        return  # /stylize@SomeOtherBot
     await _request_from(message, ref, args, context)
 
 
