@@ -67,6 +67,7 @@ from nst_core.celery_store import (
     redis_url,
 )
 from nst_core.executor import (
+    DurationModel,
     EventSink,
     Executor,
     Job,
@@ -77,7 +78,6 @@ from nst_core.executor import (
     JobProgress,
     JobQueued,
     JobStarted,
-    _DurationModel,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class CeleryExecutor(Executor):
         self._stopping = False
         self._connected = False  # reading the stream right now
         self._ready = False  # consumer group exists and the backlog has been read
-        self._durations = _DurationModel()
+        self._durations = DurationModel()
         self._durations_loaded = False
         self._workers: list[WorkerInfo] = []
         self._workers_at = 0.0

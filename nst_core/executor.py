@@ -57,9 +57,16 @@ class Job:
 
 @dataclass(frozen=True)
 class JobQueued:
+    """Waiting, at ``position``; sent again whenever the position changes.
+
+    ``eta_s`` is the best guess of seconds until the result; ``None`` means the
+    executor cannot tell right now (e.g. its broker is unreachable): the job is
+    safe but delayed.
+    """
+
     job_id: str
     position: int  # 1 = next to start
-    eta_s: float | None = None  # seconds until the result, best guess
+    eta_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ class Executor(abc.ABC):
         return None
 
 
-class _DurationModel:
+class DurationModel:
     """Guesses how long a job takes from the last few, for queue ETAs."""
 
     def __init__(self, default_s: float = 30.0) -> None:
@@ -172,7 +179,7 @@ class LocalExecutor(Executor):
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-worker")
         self._task: asyncio.Task | None = None
         self._on_event: EventSink | None = None
-        self._durations = _DurationModel()
+        self._durations = DurationModel()
         self._resolved_device: str | None = None
 
     @property
