@@ -108,10 +108,14 @@ def default_executor(config: BotConfig) -> Executor:
     if config.executor == "celery":
         from nst_core.celery_executor import CeleryExecutor
 
-        return CeleryExecutor(config.redis_url)
+        return CeleryExecutor(config.redis_url, timeout_s=config.job_timeout_s)
     from nst_core.executor import LocalExecutor
 
-    return LocalExecutor(None if config.device == "auto" else config.device, timeout_s=config.job_timeout_s)
+    return LocalExecutor(
+        None if config.device == "auto" else config.device,
+        timeout_s=config.job_timeout_s,
+        threads=config.torch_threads,
+    )
 
 
 def build_application(config: BotConfig, executor: Executor | None = None) -> Application:

@@ -58,6 +58,7 @@ class BotConfig(BaseSettings):
     # --- Where things live ----------------------------------------------------------------
     data_dir: Path = Field(default=Path("data"), validation_alias=_env("NST_DATA_DIR"))
     device: str = Field(default="auto", validation_alias=_env("NST_DEVICE"))
+    torch_threads: int | None = Field(default=None, ge=1, validation_alias=_env("NST_TORCH_THREADS"))
     executor: Literal["local", "celery"] = Field(default="local", validation_alias=_env("NST_EXECUTOR"))
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
 

@@ -166,10 +166,18 @@ class LocalExecutor(Executor):
     """
 
     def __init__(
-        self, device: str | None = None, *, timeout_s: float | None = None, steps: tuple[int, ...] | None = None
+        self,
+        device: str | None = None,
+        *,
+        timeout_s: float | None = None,
+        steps: tuple[int, ...] | None = None,
+        threads: int | None = None,
     ):
+        """``threads`` caps torch's CPU threads: on a machine shared with other busy
+        processes, fewer threads avoid oversubscription (spinning OpenMP threads)."""
         self._device_arg = device
         self._steps = steps
+        self._threads = threads
         self._timeout_s = timeout_s
         self._pending: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._running: tuple[Job, threading.Event] | None = None
@@ -283,12 +291,18 @@ class LocalExecutor(Executor):
             last_sent = now
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
+        def work():
+            if self._threads:
+                import torch
+
+                torch.set_num_threads(self._threads)
+            return run_job(job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps)
+
         started = time.monotonic()
-        future = loop.run_in_executor(
-            self._pool, lambda: run_job(
-                job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps
-            )
-        )
+        future = loop.run_in_executor(self._pool, work)
+        # A job interrupted by stop() or a timeout still ends (with Cancelled) after nobody waits for
+        # it any more; reading its outcome here keeps asyncio from reporting it as never retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             if self._timeout_s:
                 result = await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
