@@ -37,7 +37,7 @@ async def test_messages_photos_files_and_edits(tg):
         assert bytes(await file.download_as_bytearray()) == png()
         msg = await b.send_message(42, "queued")
         await b.edit_message_text("painting", chat_id=42, message_id=msg.message_id)
-        with pytest.raises(BadRequest, match="(?i)not modified"):
+        with pytest.raises(BadRequest, match=r"(?i)not modified"):
             await b.edit_message_text("painting", chat_id=42, message_id=msg.message_id)
         assert [m.get("text") for m in tg.messages(42)][-1] == "painting"
     assert [r.method for r in tg.calls(chat_id=42)][:2] == ["sendPhoto", "sendPhoto"]
@@ -47,9 +47,9 @@ async def test_errors_are_telegrams(tg):
     big, _ = tg.add_file(b"x", file_size=25 * 1024 * 1024)
     tg.block_bot(7)
     async with bot(tg) as b:
-        with pytest.raises(BadRequest, match="(?i)file is too big"):
+        with pytest.raises(BadRequest, match=r"(?i)file is too big"):
             await b.get_file(big)
-        with pytest.raises(Forbidden, match="(?i)blocked"):
+        with pytest.raises(Forbidden, match=r"(?i)blocked"):
             await b.send_message(7, "hello?")
         tg.flood("sendMessage", retry_after=3)
         with pytest.raises(RetryAfter):
