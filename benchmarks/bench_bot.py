@@ -20,7 +20,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,34 +31,12 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared"))
 os.environ.setdefault("NST_PRESET_SOURCE_DIR", str(SHARED / "presets"))
 
-from tests.fake_telegram.server import FakeTelegram  # noqa: E402
+from memory import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 from bot.app import build_application  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from nst_core.executor import LocalExecutor  # noqa: E402
-
-
-class PeakRSS:
-    """Samples resident memory in a thread (torch allocations are invisible to tracemalloc)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+from tests.fake_telegram.server import FakeTelegram  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -19,16 +19,16 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from memory import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 from nst_core import images  # noqa: E402
 from nst_core.device import pick_device  # noqa: E402
@@ -44,27 +44,6 @@ class _Reached(Exception):
     pass
 
 
-class PeakRSS:
-    """Samples the process's resident memory in a thread: torch allocations are not in tracemalloc."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def pastiche_objective() -> Objective:

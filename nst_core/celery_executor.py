@@ -539,10 +539,3 @@ class CeleryExecutor(Executor):
             watched.eta_s = None
             await self._emit(JobQueued(job_id, position, None))
 
-    async def _emit(self, event: JobEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            await self._on_event(event)
-        except Exception:  # a broken listener must not kill the executor
-            log.exception("event handler failed for %s", type(event).__name__)

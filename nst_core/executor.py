@@ -111,6 +111,16 @@ EventSink = Callable[[JobEvent], Awaitable[None]]
 class Executor(abc.ABC):
     """Runs jobs somewhere and reports on them.  All methods run on the caller's loop."""
 
+    _on_event: EventSink | None = None
+
+    async def _emit(self, event: JobEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # a broken listener must not kill the executor
+            log.exception("event handler failed for %s", type(event).__name__)
+
     @abc.abstractmethod
     async def start(self, on_event: EventSink) -> None:
         """Begin running jobs; every later event goes to ``on_event``."""
@@ -253,13 +263,6 @@ class LocalExecutor(Executor):
         for job_id in list(self._pending):
             await self._emit(JobQueued(job_id, self._position_of(job_id), self._eta_of(job_id)))
 
-    async def _emit(self, event: JobEvent) -> None:
-        if self._on_event is None:
-            return
-        try:
-            await self._on_event(event)
-        except Exception:  # a broken listener must not kill the executor
-            log.exception("event handler failed for %s", type(event).__name__)
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()

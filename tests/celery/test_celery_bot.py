@@ -7,33 +7,21 @@ The basic "a picture comes back" test lives with the bot's tests
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_harness import ROOT, RedisServer, Worker, start_worker, wait_idle, wait_ready
+from celery_harness import ROOT, RedisServer, Worker, wait_idle
 
 sys.path.insert(0, str(ROOT / "tests" / "bot"))
-try:
-    import bot_helpers as bh
-except ImportError as exc:  # the fake Bot API server is not in this checkout
-    pytest.skip(f"bot test helpers unavailable: {exc}", allow_module_level=True)
+import bot_helpers as bh
 
 from nst_core.celery_executor import CeleryExecutor
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def workers(redis_server: RedisServer, worker_logs: Path, preset_cache: Path) -> Iterator[list[Worker]]:
-    started = [start_worker(redis_server, f"b{i}", worker_logs) for i in (1, 2)]
-    try:
-        wait_ready(redis_server, started)
-        yield started
-    finally:
-        for w in started:
-            w.terminate()
 
 
 @pytest.fixture

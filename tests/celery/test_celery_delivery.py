@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
-from celery_harness import Collector, RedisServer, Worker, make_job, start_worker, wait_clean, wait_idle, wait_ready
+from celery_harness import Collector, make_job, wait_clean, wait_idle
 from PIL import Image
 
 from nst_core.celery_executor import CeleryExecutor
@@ -17,24 +15,8 @@ from nst_core.executor import JobCancelled, JobDone, JobFailed, JobProgress, Job
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def workers(redis_server: RedisServer, worker_logs: Path, preset_cache: Path) -> Iterator[list[Worker]]:
-    started = [start_worker(redis_server, f"w{i}", worker_logs) for i in (1, 2)]
-    try:
-        wait_ready(redis_server, started)
-        yield started
-    finally:
-        for w in started:
-            w.terminate()
 
 
-@pytest.fixture
-async def executor(redis_server: RedisServer, workers: list[Worker]) -> AsyncIterator[tuple[CeleryExecutor, Collector]]:
-    collector = Collector()
-    ex = CeleryExecutor(redis_server.url)
-    await ex.start(collector)
-    yield ex, collector
-    await ex.stop()
 
 
 async def test_submit_delivers_an_image_and_leaves_nothing_behind(executor, redis_server, photo):
