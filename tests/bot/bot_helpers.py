@@ -21,11 +21,11 @@ if str(ROOT) not in sys.path:  # `tests.fake_telegram` lives in the repository, 
     sys.path.insert(0, str(ROOT))
 
 from PIL import Image, ImageDraw  # noqa: E402
-from tests.fake_telegram.server import FakeTelegram  # noqa: E402
 
 from bot.app import build_application  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from nst_core.executor import Executor, LocalExecutor  # noqa: E402
+from tests.fake_telegram.server import FakeTelegram  # noqa: E402
 
 STEPS = (3,)
 
