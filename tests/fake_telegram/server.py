@@ -279,8 +279,6 @@ class FakeTelegram:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         params, files = self._parse(request)
         record = Request(method, params, files, time.monotonic())
-        if method != "getUpdates":
-            self.requests.append(record)
         try:
             result = await self._call(method, params, files)
         except ApiError as exc:
@@ -289,6 +287,10 @@ class FakeTelegram:
             if exc.parameters:
                 body["parameters"] = exc.parameters
             return exc.code, body
+        finally:
+            # Recorded once answered, so a test that sees a call also sees its outcome.
+            if method != "getUpdates":
+                self.requests.append(record)
         return 200, {"ok": True, "result": result}
 
     def _bot_message(self, chat_id: int, params: dict, **fields: Any) -> dict:
