@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from tests.fake_telegram import FakeTelegram
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared")).resolve()
@@ -27,3 +30,10 @@ def preset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def content_dir() -> Path:
     return SHARED_CONTENT
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    """A fake Telegram Bot API server on a free local port, for the bot's tests."""
+    async with FakeTelegram() as fake:
+        yield fake

@@ -16,12 +16,6 @@ def png(w: int = 40, h: int = 30) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-async def tg():
-    async with FakeTelegram() as fake:
-        yield fake
-
-
 def bot(tg: FakeTelegram, token: str | None = None) -> Bot:
     return Bot(token or tg.token, base_url=tg.base_url, base_file_url=tg.base_file_url)
 

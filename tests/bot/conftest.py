@@ -24,15 +24,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-async def tg() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
 
 @pytest.fixture
 async def runner(tg: FakeTelegram, tmp_path: Path) -> AsyncIterator[BotRunner]:

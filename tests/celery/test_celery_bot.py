@@ -24,15 +24,6 @@ pytestmark = pytest.mark.slow
 
 
 
-@pytest.fixture
-async def tg() -> AsyncIterator[Any]:
-    fake = bh.FakeTelegram()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
 
 @pytest.fixture
 async def runner(tg: Any, tmp_path: Path) -> AsyncIterator[Any]:
