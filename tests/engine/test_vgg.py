@@ -1,0 +1,36 @@
+"""The VGG19 feature extractor: offline weights, named layers, truncation, no parameter gradients."""
+
+import pytest
+import torch
+from torchvision.models import vgg19
+
+from nst_core.vgg import TORCHVISION_WEIGHTS_FILE, VGGFeatures, WeightsError, load_caffe_state_dict
+
+
+def test_caffe_weights_are_dequantised_into_torchvision_layout():
+    state = load_caffe_state_dict()
+    assert state["0.weight"].shape == (64, 3, 3, 3) and state["0.weight"].dtype == torch.float32
+    assert state["34.weight"].shape == (512, 512, 3, 3)  # conv5_4
+    assert len(state) == 32  # 16 convolutions, weight and bias
+
+
+def test_network_is_truncated_frozen_and_returns_named_layers():
+    model = VGGFeatures(["relu1_1", "relu4_2"])
+    assert len(model.net) == 23  # up to relu4_2, nothing deeper
+    assert not any(p.requires_grad for p in model.parameters())
+    x = torch.rand(1, 3, 40, 48, requires_grad=True)
+    feats = model(x)
+    assert set(feats) == {"relu1_1", "relu4_2"} and feats["relu4_2"].shape == (1, 512, 5, 6)
+    feats["relu4_2"].sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in model.parameters())
+
+
+def test_torchvision_weights_come_only_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="not in the torch cache"):
+        VGGFeatures(["relu1_1"], weights="torchvision")
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(vgg19(weights=None).state_dict(), tmp_path / "hub" / "checkpoints" / TORCHVISION_WEIGHTS_FILE)
+    model = VGGFeatures(["relu1_1"], weights="torchvision")
+    assert not model.bgr  # ImageNet mean/std in RGB, not Caffe's BGR 0-255
+    assert model(torch.rand(1, 3, 16, 16))["relu1_1"].shape == (1, 64, 16, 16)
