@@ -274,10 +274,10 @@ def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = 
         sizes.append((max(1, round(sw / 2)), max(1, round(sh / 2))))
     sizes.reverse()
     used = table[len(table) - len(sizes) :]
-    # Fewer scales (small outputs): spend the coarse scales' budget on the first one.
-    if len(sizes) < len(table):
-        spare = sum(table[: len(table) - len(sizes)])
-        used = (used[0] + spare // 2, *used[1:])
+    # An output too small for any coarse scale gets half the coarse budget at full size
+    # instead: its steps are cheap, and the finest scale is where the loss is decided.
+    if len(sizes) == 1 and len(table) > 1:
+        used = (used[0] + sum(table[:-1]) // 2,)
     return [Scale(sw, sh, n) for (sw, sh), n in zip(sizes, used, strict=True)]
 
 

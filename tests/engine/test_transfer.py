@@ -174,3 +174,17 @@ def test_sizes_that_do_not_fit_are_refused_up_front(cat, starry, monkeypatch):
     monkeypatch.setattr(device, "available_memory", lambda _dev: 64 << 20)
     with pytest.raises(StylizeError, match="largest size that fits is about"):
         stylize(cat, [starry], StyleSettings(size=2048))
+
+
+def test_plan_halves_down_to_128_px_and_keeps_most_steps_coarse():
+    from nst_core.settings import Quality
+    from nst_core.transfer import STEPS, plan
+
+    scales = plan((1024, 683), Quality.BALANCED)
+    assert [(s.width, s.height) for s in scales] == [(256, 171), (512, 342), (1024, 683)]
+    assert [s.steps for s in scales] == list(STEPS[Quality.BALANCED])
+    assert sum(s.steps for s in scales[:-1]) > scales[-1].steps
+    two = plan((314, 209), Quality.BEST)
+    assert [s.width for s in two] == [157, 314] and [s.steps for s in two] == list(STEPS[Quality.BEST][1:])
+    (one,) = plan((200, 133), Quality.FAST)
+    assert one.steps == STEPS[Quality.FAST][-1] + sum(STEPS[Quality.FAST][:-1]) // 2
