@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_full_size_equivalent_steps": round(
                     sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1),
                 "engine_loss": e["trace"][-1].loss,
-                "ratio": round(p["seconds"] / e["seconds"], 2),
+                # Only a run that reached pastiche's loss has a ratio; otherwise it is not comparable.
+                "ratio": round(p["seconds"] / e["seconds"], 2) if e["reached"] else None,
                 "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
                 "matmul_gflops": round(matmul, 1),
                 "gflops_fraction": round(flops / e["seconds"] / 1e9 / matmul, 3),
