@@ -387,7 +387,7 @@ def _optimize(
             opt.step(closure)
         else:
             opt = torch.optim.Adam(params, lr=0.02)
-            for _ in range(steps - 1):
+            for _ in range(steps):  # the first call reuses the evaluation above
                 opt.step(closure)
     with torch.no_grad():
         return pyramid_join([q * alpha for q in params]).clamp(0, 1)

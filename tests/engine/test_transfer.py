@@ -188,3 +188,10 @@ def test_plan_halves_down_to_128_px_and_keeps_most_steps_coarse():
     assert [s.width for s in two] == [157, 314] and [s.steps for s in two] == list(STEPS[Quality.BEST][1:])
     (one,) = plan((200, 133), Quality.FAST)
     assert one.steps == STEPS[Quality.FAST][-1] + sum(STEPS[Quality.FAST][:-1]) // 2
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_each_optimizer_evaluates_exactly_the_scheduled_steps(cat, starry, optimizer):
+    seen = []
+    stylize(cat, [starry], StyleSettings(size=64, optimizer=optimizer), progress=seen.append, steps=(7,))
+    assert [p.step for p in seen] == list(range(1, 8))
