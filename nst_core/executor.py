@@ -192,7 +192,6 @@ class LocalExecutor(Executor):
         self._pending: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._running: tuple[Job, threading.Event] | None = None
         self._running_eta: float | None = None
-        self._cancelled_running = False
         self._wakeup = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-worker")
         self._task: asyncio.Task | None = None
