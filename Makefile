@@ -24,12 +24,19 @@ run: install
 worker: install
 	$(BIN)/nst-worker
 
+# The deployment files are checked statically: hadolint for the Dockerfile, the
+# Compose specification's JSON schema (vendored by check-jsonschema) for the Compose file.
+DEPLOY_CHECKS = $(BIN)/hadolint Dockerfile && \
+	$(BIN)/check-jsonschema -q --builtin-schema vendor.compose-spec docker-compose.yml
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(DEPLOY_CHECKS)
 
 test: install
 	$(BIN)/ruff check .
+	$(DEPLOY_CHECKS)
 	NST_SHARED_DIR=$(SHARED) $(BIN)/python -m pytest -q
 
 bench: install
