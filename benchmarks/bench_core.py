@@ -33,7 +33,7 @@ from memory import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path as the scr
 from nst_core import images  # noqa: E402
 from nst_core.device import pick_device  # noqa: E402
 from nst_core.settings import StyleSettings  # noqa: E402
-from nst_core.transfer import Objective, StylizeProgress, stylize  # noqa: E402
+from nst_core.transfer import Objective, StylizeProgress, stylize, to_tensor  # noqa: E402
 from nst_core.vgg import STYLE_LAYERS, cached_features  # noqa: E402
 
 SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared"))
@@ -89,8 +89,8 @@ def engine_score(artist, content_img: Image.Image, style_img: Image.Image, devic
 
     x = artist.pastiche.detach().to(device)
     x = (x + torch.tensor([103.939, 116.779, 123.68], device=device).view(1, 3, 1, 1)).flip(1) / 255
-    content = images.to_tensor(content_img).to(device)
-    style = images.to_tensor(style_img).to(device)
+    content = to_tensor(content_img).to(device)
+    style = to_tensor(style_img).to(device)
     with torch.no_grad():
         return float(Loss(cached_features(device), pastiche_objective(), content, [style], [1.0])(x)[0])
 

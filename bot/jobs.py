@@ -226,9 +226,7 @@ class JobService:
 
     def _device_max_size(self) -> int:
         try:
-            from nst_core.device import max_size, pick_device
-
-            return max_size(pick_device(self.config.device))
+            return self.executor.max_size() or 4096
         except Exception:  # an unknown device still lets the bot answer; jobs will say why they fail
             log.warning("could not size the device %r", self.config.device, exc_info=True)
             return 4096

@@ -146,6 +146,14 @@ class Executor(abc.ABC):
     def device(self) -> str:
         """Human-readable description of where jobs run."""
 
+    def max_size(self) -> int | None:
+        """The largest output (long side, px) this executor's device can paint.
+
+        None where it is not known here: remote workers each refuse, with a
+        clear message, a size their own memory cannot hold.
+        """
+        return None
+
     async def position(self, job_id: str) -> int | None:
         """1-based place in the queue (0 = running), None if unknown."""
         return None
@@ -206,6 +214,11 @@ class LocalExecutor(Executor):
         if self._resolved_device is None:
             self._resolved_device = pick_device(self._device_arg)
         return describe_device(self._resolved_device)
+
+    def max_size(self) -> int | None:
+        from nst_core.device import max_size, pick_device
+
+        return max_size(pick_device(self._device_arg))
 
     async def start(self, on_event: EventSink) -> None:
         from nst_core.device import pick_device

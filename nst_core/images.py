@@ -4,6 +4,9 @@ Uploads come from phones and the web: rotated JPEGs, palette PNGs with
 transparency, CMYK print files, 16-bit scans, animated GIFs, and sometimes
 things that are not images at all.  Every failure here raises ``ImageError``
 with a message that names the problem, never a PIL traceback.
+
+PIL only, no torch: the bot validates uploads with this module, and a bot that
+sends its jobs to GPU workers should not have to load torch for that.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import math
 import warnings
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Refuse anything larger before decoding it (a decompression bomb is a tiny file
@@ -71,10 +73,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit greyscale: PIL's 'L' conversion clips at 255, so scale instead.
-        t = torch.frombuffer(bytearray(img.convert("I").tobytes()), dtype=torch.int32).float()
-        hi = 65535.0 if t.max() > 255 else 255.0
-        t = (t / hi * 255).round().clamp(0, 255).to(torch.uint8)
-        img = Image.frombytes("L", img.size, t.numpy().tobytes())
+        wide = img.convert("I")
+        scale = 255 / 65535 if wide.getextrema()[1] > 255 else 1.0
+        img = wide.point(lambda v: v * scale + 0.5).convert("L")  # +0.5: round, not truncate
     if img.mode == "F":
         img = img.point(lambda v: v * 255 if v <= 1 else v).convert("L")
     if img.mode == "P":
@@ -111,17 +112,6 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     if img.size == size:
         return img
     return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """(1, 3, H, W) float32 in [0, 1]."""
-    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-    return data.view(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255).contiguous()
-
-
-def to_pil(x: torch.Tensor) -> Image.Image:
-    x = x.detach().squeeze(0).clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
-    return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy(), "RGB")
 
 
 def save_image(img: Image.Image, path: str | Path) -> Path:

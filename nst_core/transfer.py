@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nst_core import device as devices
-from nst_core.images import fit_area, fit_long_side, open_image, resize, to_pil, to_tensor
+from nst_core.images import fit_area, fit_long_side, open_image, resize
 from nst_core.settings import Optimizer, Quality, StyleSettings
 from nst_core.vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, cached_features
 
@@ -171,6 +171,17 @@ class Loss(torch.nn.Module):
 
 # ---------------------------------------------------------------------------
 # Image parametrisation
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """(1, 3, H, W) float32 in [0, 1]."""
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0).float().div_(255).contiguous()
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    x = x.detach().squeeze(0).clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy(), "RGB")
 
 
 def _half(x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,10 @@ The basic "a picture comes back" test lives with the bot's tests
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,9 +24,6 @@ import bot_helpers as bh
 from nst_core.celery_executor import CeleryExecutor
 
 pytestmark = pytest.mark.slow
-
-
-
 
 
 @pytest.fixture
@@ -101,3 +102,44 @@ async def test_two_workers_serve_ten_users_each_result_once(
     await bh.settle(1.0)
     replies = sorted(bh.reply_to(r) for r in tg.calls("sendPhoto"))
     assert replies == sorted(bh.msg_id(p) for p in sent)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+async def test_the_nst_bot_program_with_workers_paints_without_loading_torch(
+    tg: Any, redis_server: RedisServer, workers: list[Worker], tmp_path: Path
+) -> None:
+    """The scaled set-up's promise: the bot can live on a small machine, torch only on the workers.
+
+    The real ``nst-bot`` program, configured from the environment as in docker-compose.yml.
+    """
+    env = {
+        **os.environ,
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_BASE_URL": tg.base_url,
+        "TELEGRAM_BASE_FILE_URL": tg.base_file_url,
+        "NST_EXECUTOR": "celery",
+        "REDIS_URL": redis_server.url,
+        "NST_DATA_DIR": str(tmp_path / "data"),
+        "NST_SIZE_SMALL": "64",
+        "NST_SIZE_MEDIUM": "64",
+        "NST_SIZE_LARGE": "64",
+    }
+    log = (tmp_path / "bot.log").open("wb")
+    # cwd: a folder without a .env, so that only the variables above configure it.
+    bot = subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        alice = tg.user(401, "Alice")
+        chat = tg.private_chat(alice)
+        photo = tg.send_photo(chat, alice, bh.image_bytes(seed=4), caption="starry-night")
+        (result,) = await bh.wait_photo(tg, chat["id"], timeout=120)
+        assert bh.reply_to(result) == bh.msg_id(photo)
+        assert bot.poll() is None, "the bot exited"
+        libraries = Path(f"/proc/{bot.pid}/maps").read_text()
+        assert "libtorch" not in libraries, "the bot process loaded torch"
+    finally:
+        bot.send_signal(signal.SIGINT)
+        try:  # waited for off the loop: the fake Bot API it still talks to runs on this loop
+            await asyncio.to_thread(bot.wait, 30)
+        finally:
+            bot.kill()
+            log.close()

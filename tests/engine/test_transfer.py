@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from nst_core import presets
-from nst_core.images import fit_long_side, resize, to_tensor
+from nst_core.images import fit_long_side, resize
 from nst_core.settings import StyleSettings
 from nst_core.transfer import (
     Cancelled,
@@ -19,6 +19,7 @@ from nst_core.transfer import (
     pyramid_join,
     pyramid_split,
     stylize,
+    to_tensor,
 )
 from nst_core.vgg import cached_features
 from tests.conftest import SHARED_CONTENT
