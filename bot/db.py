@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, status);
+-- typical_seconds() reads the latest finished jobs on every request.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (status, finished_at);
 CREATE TABLE IF NOT EXISTS results (
     job_id      TEXT PRIMARY KEY REFERENCES jobs (id),
     user_id     INTEGER NOT NULL,

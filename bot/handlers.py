@@ -268,6 +268,11 @@ async def _submit(
     try:
         await svc.submit(who, content, preset=preset, style=style)
     except RequestError as exc:
+        # Refused (limits, a failed download): the photo still becomes the waiting one, so
+        # the style the user sends later paints *this* photo, not an older one.
+        draft.awaiting_style = True
+        draft.updated_at = time.time()
+        await svc.db.save_draft(draft)
         await reply(message, str(exc))
         return False
     draft.awaiting_style = False

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.helpers import mention_html
 
 from bot import texts
@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 
 SIZE_NAMES = ("small", "medium", "large")
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+#: Delivery retries after Telegram stayed unreachable: 30 s, doubling, at most 15 min apart.
+REDELIVERY_FIRST_S = 30.0
+REDELIVERY_MAX_S = 900.0
+#: How often old result files are removed while the bot runs.
+PRUNE_INTERVAL_S = 6 * 3600.0
 
 
 class RequestError(Exception):
@@ -164,6 +169,8 @@ class StatusMessage:
                 log.info("status edit for job %s failed: %s", self.job_id, exc)
         except Forbidden:
             await self.service.user_blocked(self.job_id)
+        except TelegramError as exc:  # a timeout or a 5xx: the next update (or the result) follows anyway
+            log.info("status edit for job %s failed: %s", self.job_id, exc)
 
     def cancel_markup(self) -> InlineKeyboardMarkup:
         return InlineKeyboardMarkup([[InlineKeyboardButton("✖ Cancel", callback_data=f"x:{self.job_id}")]])
@@ -206,7 +213,9 @@ class JobService:
         self._images: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._images_bytes = 0
         self._started = False
+        self._started_at = 0.0
         self._dropped: set[str] = set()
+        self._redeliveries: dict[str, int] = {}
 
     # --- lifecycle ----------------------------------------------------------------------------
     @property
@@ -222,7 +231,9 @@ class JobService:
         self.max_size = await asyncio.to_thread(self._device_max_size)
         await self.executor.start(self._on_event)
         self._started = True
+        self._started_at = time.time()
         self.spawn(self.recover())
+        self.spawn(self._prune_every(PRUNE_INTERVAL_S))
 
     def _device_max_size(self) -> int:
         try:
@@ -568,19 +579,31 @@ class JobService:
                     return
                 data = await asyncio.to_thread(Path(job.result_path).read_bytes)
                 caption = self.caption_for(job, mention=job.chat_type != "private")
-                msg = await self._send_with_retries(
-                    lambda: self.bot.send_photo(
-                        job.chat_id,
-                        data,
-                        caption=caption,
-                        reply_parameters=self._reply_to(job.content_message_id),
-                        reply_markup=self.result_markup(job),
-                        filename=f"{job.id}.jpg",
-                    ),
-                    job_id,
-                )
-                if msg is None:
+                try:
+                    msg = await self._send_with_retries(
+                        lambda: self.bot.send_photo(
+                            job.chat_id,
+                            data,
+                            caption=caption,
+                            reply_parameters=self._reply_to(job.content_message_id),
+                            reply_markup=self.result_markup(job),
+                            filename=f"{job.id}.jpg",
+                        ),
+                        job_id,
+                    )
+                except ChatMigrated as exc:
+                    # The group became a supergroup: the result goes to the new chat id.
+                    if exc.new_chat_id == job.chat_id:
+                        raise
+                    log.info("chat %s of job %s migrated to %s", job.chat_id, job_id, exc.new_chat_id)
+                    await self.db.update_job(job_id, chat_id=exc.new_chat_id)
+                    self.spawn(self.deliver(job_id))
                     return
+                if msg is None:
+                    if await self._status_of(job_id) == "done":  # not sent now: try again later
+                        self._deliver_later(job_id)
+                    return
+                self._redeliveries.pop(job_id, None)
                 file_id = msg.photo[-1].file_id if msg.photo else ""
                 recorded = await self.db.mark_delivered(
                     job_id,
@@ -609,12 +632,30 @@ class JobService:
             except BadRequest as exc:
                 log.warning("job %s could not be delivered: %s", job_id, exc)
                 await self.db.update_job(job_id, status="failed", error=f"delivery refused: {exc}")
+                self.spawn(self._close_status(job_id, texts.failed(texts.DELIVERY_REFUSED)))
                 return None
             except NetworkError as exc:
                 log.info("delivery of job %s hit %s; retrying", job_id, exc)
                 await asyncio.sleep(1.5 * (attempt + 1))
-        log.warning("job %s not delivered now; it will be sent after the next start", job_id)
         return None
+
+    async def _status_of(self, job_id: str) -> str | None:
+        job = await self.db.get_job(job_id)
+        return job.status if job is not None else None
+
+    def _deliver_later(self, job_id: str) -> None:
+        """Telegram was unreachable for a while: try again with a growing pause, not only at the next start."""
+        tries = self._redeliveries.get(job_id, 0) + 1
+        self._redeliveries[job_id] = tries
+        delay = min(REDELIVERY_MAX_S, REDELIVERY_FIRST_S * 2 ** (tries - 1))
+        log.warning("job %s not delivered now; trying again in %.0f s", job_id, delay)
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            if self._started:
+                await self.deliver(job_id)
+
+        self.spawn(later())
 
     async def send_full_size(self, job: JobRow, reply_to: int | None) -> bool:
         """The result as an uncompressed document (re-sent by file id after the first time)."""
@@ -638,30 +679,45 @@ class JobService:
     # --- restart recovery -----------------------------------------------------------------
     async def recover(self) -> None:
         """Deliver what finished but was not sent, and queue again what was queued or running."""
-        removed = await asyncio.to_thread(self._prune_results)
-        if removed:
-            log.info("removed %d result file(s) older than %g days", removed, self.config.keep_results_days)
         for job in await self.db.undelivered_done():
             if job.result_path and Path(job.result_path).is_file():
-                await self.deliver(job.id)
+                self.spawn(self.deliver(job.id))
             else:
                 await self.db.update_job(job.id, status="queued")
-        jobs = await self.db.jobs_with_status(ACTIVE)
+        # Only what the last run left: jobs queued since this start are the executor's already.
+        jobs = [j for j in await self.db.jobs_with_status(ACTIVE) if j.created_at < self._started_at]
         if jobs:
             log.info("re-queueing %d job(s) left from the last run", len(jobs))
         for job in jobs:
-            await self.db.update_job(job.id, status="queued", started_at=None)
             try:
-                content = await self.download(ImageRef(job.content_file_id, job.content_message_id))
-                style = await self.download(ImageRef(job.style_file_id, None)) if job.style_file_id else None
-            except RequestError as exc:
-                await self._failed(job.id, "I couldn't fetch your pictures again after a restart")
-                log.warning("job %s could not be recovered: %s", job.id, exc)
-                continue
-            job.status = "queued"
-            await self._open_status(job, texts.RESTARTED)
-            if job.id not in self._dropped:
-                await self.executor.submit(self._job_for(job, content, style))
+                await self._recover_job(job)
+            except Exception:  # one job's trouble (a timeout, a lost file) must not strand the others
+                log.exception("job %s could not be recovered", job.id)
+
+    async def _recover_job(self, job: JobRow) -> None:
+        if not await self.db.update_job(job.id, only_if_status=ACTIVE, status="queued", started_at=None):
+            return  # cancelled (or failed) since the list was read
+        try:
+            content = await self.download(ImageRef(job.content_file_id, job.content_message_id))
+            style = await self.download(ImageRef(job.style_file_id, None)) if job.style_file_id else None
+        except RequestError as exc:
+            await self._failed(job.id, "I couldn't fetch your pictures again after a restart")
+            log.warning("job %s could not be recovered: %s", job.id, exc)
+            return
+        if await self._status_of(job.id) != "queued":
+            return  # cancelled while its pictures were downloading
+        job.status = "queued"
+        await self._open_status(job, texts.RESTARTED)
+        if job.id not in self._dropped:
+            await self.executor.submit(self._job_for(job, content, style))
+
+    async def _prune_every(self, interval_s: float) -> None:
+        """Old full-size files go at every start and then periodically: a bot may run for months."""
+        while True:
+            removed = await asyncio.to_thread(self._prune_results)
+            if removed:
+                log.info("removed %d result file(s) older than %g days", removed, self.config.keep_results_days)
+            await asyncio.sleep(interval_s)
 
     def _prune_results(self) -> int:
         """Full-size files are kept a while for the "Full size" button, not forever."""

@@ -153,6 +153,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
 
 
 RESTARTED = "♻️ I restarted; your picture is back in the queue."
+DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
 CANCELLED = "Cancelled. ✋"
 USER_BLOCKED = "user blocked the bot"
 
@@ -165,11 +166,17 @@ def failed(reason: str) -> str:
 
 def too_many_jobs(limit: int) -> str:
     noun = "picture" if limit == 1 else "pictures"
-    return f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel."
+    return (
+        f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel.\n"
+        "I've kept this photo: once one is done, send the style (or its name) again."
+    )
 
 
 def busy(wait_s: float) -> str:
-    return f"I'm very busy right now. 🙏 Please try again in about {max(1, math.ceil(wait_s / 60))} minutes."
+    return (
+        f"I'm very busy right now. 🙏 Please try again in about {max(1, math.ceil(wait_s / 60))} minutes.\n"
+        "I've kept this photo: then just send the style (or its name) again."
+    )
 
 
 def style_name(preset_slug: str | None) -> str:

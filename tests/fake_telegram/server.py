@@ -80,6 +80,7 @@ class FakeTelegram:
         self._bot_messages: dict[int, dict[int, dict]] = {}
         self._blocked: set[int] = set()
         self._floods: dict[str, list[int]] = {}
+        self._failures: list[list[Any]] = []  # [method, chat_id or None, times left, ApiError]
         self._server: tornado.httpserver.HTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -232,6 +233,11 @@ class FakeTelegram:
     def flood(self, method: str, retry_after: int = 1, times: int = 1) -> None:
         self._floods[method] = [retry_after, times]
 
+    def fail(self, method: str, code: int, description: str, *, chat_id: int | None = None, times: int = 1,
+             parameters: dict | None = None) -> None:
+        """The next ``times`` calls of ``method`` (to ``chat_id``, if given) answer with this error."""
+        self._failures.append([method, chat_id, times, ApiError(code, description, parameters)])
+
     # -- what the bot did ----------------------------------------------------
 
     def calls(self, method: str | None = None, chat_id: int | None = None) -> list[Request]:
@@ -337,6 +343,10 @@ class FakeTelegram:
             flood[1] -= 1
             raise ApiError(429, f"Too Many Requests: retry after {flood[0]}", {"retry_after": flood[0]})
         chat_id = int(params["chat_id"]) if params.get("chat_id") not in (None, "") else None
+        for failure in self._failures:
+            if failure[0] == method and failure[1] in (None, chat_id) and failure[2] > 0:
+                failure[2] -= 1
+                raise failure[3]
         if chat_id is not None and chat_id in self._blocked:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
 

@@ -1,0 +1,121 @@
+"""When Telegram gets in the way: refused, failing and migrated deliveries, a bumpy restart, kept photos."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from bot_helpers import (
+    BotRunner,
+    FakeTelegram,
+    image_bytes,
+    msg_id,
+    reply_to,
+    settle,
+    text_of,
+    wait_photo,
+    wait_text,
+    wait_until,
+)
+
+from bot import jobs
+from nst_core.executor import LocalExecutor
+
+
+def slow_executor() -> LocalExecutor:
+    return LocalExecutor("cpu", timeout_s=120, steps=(400,))
+
+
+async def test_a_refused_result_is_reported_on_the_status_message(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    chat = tg.private_chat(alice)
+    tg.fail("sendPhoto", 400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    (closed,) = await wait_text(tg, chat["id"], "Telegram refused", method="editMessageText", timeout=30)
+    assert "Sorry" in text_of(closed)
+    assert not closed.params.get("reply_markup"), "the Cancel button of a finished job must go"
+
+
+async def test_a_result_waits_out_a_telegram_outage(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four failed sends in a row used to leave the picture until the next restart."""
+    monkeypatch.setattr(jobs, "REDELIVERY_FIRST_S", 0.5)
+    chat = tg.private_chat(alice)
+    tg.fail("sendPhoto", 502, "Bad Gateway", times=4)
+    photo = tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    (result,) = await wait_photo(tg, chat["id"], timeout=60)
+    assert reply_to(result) == msg_id(photo)
+    await settle(1.0)
+    assert len([r for r in tg.calls("sendPhoto") if r.status == 200]) == 1
+
+
+async def test_a_group_upgraded_to_a_supergroup_still_gets_its_result(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    group = tg.group_chat(-4001, "Painters")
+    supergroup_id = -1004001
+    tg.fail(
+        "sendPhoto", 400, "Bad Request: group chat was upgraded to a supergroup chat",
+        chat_id=group["id"], parameters={"migrate_to_chat_id": supergroup_id},
+    )
+    tg.send_photo(group, alice, image_bytes(), caption="/stylize the-kiss")
+    (result,) = await wait_photo(tg, supergroup_id, timeout=60)
+    assert "The Kiss" in text_of(result)
+
+
+async def test_a_refused_photo_is_the_one_the_next_style_paints(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    runner.overrides.update(max_jobs_per_user=1)
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    second = tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
+    (refused,) = await wait_text(tg, chat["id"], "You already have 1 picture")
+    assert "kept this photo" in text_of(refused)
+
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Cancelled", method="editMessageText")
+    tg.send_text(chat, alice, "/style the-scream")
+    *_, status = await wait_text(tg, chat["id"], "queue", count=2)  # the first job's, then the new one's
+    assert reply_to(status) == msg_id(second), "the new job must paint the refused photo, not the first one"
+
+
+async def test_restart_recovery_goes_on_when_one_status_message_cannot_be_edited(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict
+) -> None:
+    await runner.start(slow_executor())
+    alice_chat, bob_chat = tg.private_chat(alice), tg.private_chat(bob)
+    tg.send_photo(alice_chat, alice, image_bytes(seed=1), caption="starry-night")
+    tg.send_photo(bob_chat, bob, image_bytes(seed=2), caption="great-wave")
+    await wait_text(tg, alice_chat["id"], "Painting…", method="editMessageText")
+    await wait_text(tg, bob_chat["id"], "queue")
+    await runner.stop()
+
+    # Alice's old status message cannot be edited after the restart (a Telegram hiccup).
+    tg.fail("editMessageText", 502, "Bad Gateway", chat_id=alice_chat["id"], times=5)
+    await runner.start()
+    await wait_photo(tg, alice_chat["id"], timeout=60)
+    await wait_photo(tg, bob_chat["id"], timeout=60)
+
+
+async def test_old_result_files_are_removed_while_the_bot_runs(
+    tg: FakeTelegram, runner: BotRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only at start: a bot runs for months."""
+    monkeypatch.setattr(jobs, "PRUNE_INTERVAL_S", 0.2)
+    runner.overrides.update(keep_results_days=1)
+    await runner.start()
+    results = runner.data_dir / "results"
+    old, fresh = results / "old.jpg", results / "fresh.jpg"
+    for path in (old, fresh):
+        path.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    await wait_until(lambda: not old.exists(), timeout=10, what="the old file to go")
+    assert Path(fresh).exists()
