@@ -58,6 +58,7 @@ from nst_core.celery_store import (
     EVENT_CONSUMER,
     EVENT_GROUP,
     FORGET,
+    MARK_SENT,
     SUBMIT,
     TERMINAL,
     Keys,
@@ -176,6 +177,7 @@ class CeleryExecutor(Executor):
         self._submit_script = self._redis.register_script(SUBMIT)
         self._cancel_script = self._redis.register_script(CANCEL)
         self._forget_script = self._redis.register_script(FORGET)
+        self._mark_sent_script = self._redis.register_script(MARK_SENT)
         self._app = create_app(self.redis_url)
         # Hand over what finished while the bot was down before returning, so the caller's
         # own recovery (which resubmits what its database still calls active) sees those
@@ -302,7 +304,9 @@ class CeleryExecutor(Executor):
                 return state
             if sent != b"1":
                 await self._send(job.id)
-                await self._client().hset(self._keys.job(job.id), "sent", "1")
+                # Not a plain HSET: a cancel while the message went out deleted the job, and
+                # HSET would bring its hash back with no expiry.
+                await self._mark_sent_script(keys=self._keys.for_job(job.id), args=[])
         return state
 
     async def _send(self, job_id: str) -> None:

@@ -18,7 +18,8 @@ plain Redis keys next to the broker's lists, for three reasons:
 Key layout (``P`` is the prefix, ``nst`` by default)::
 
     P:job:{id}      hash    state (queued|running|done|failed|cancelled), seq, submitted,
-                            started, finished, worker, attempts, sent
+                            started, finished, worker, boot (the claiming process's
+                            ``WorkerRuntime.boot``), attempts, sent
     P:in:{id}       hash    the job's inputs: meta (JSON), content, style:0, style:1, ...
     P:out:{id}      string  the finished image, until the executor has delivered it
     P:cancel:{id}   string  set by a cancel; workers poll it between optimisation steps
@@ -61,6 +62,15 @@ PROGRESS_MAXLEN = 2_000
 #: How long a job's keys live if nobody ever collects them (two days).
 DEFAULT_JOB_TTL_S = 2 * 24 * 3600
 TERMINAL = frozenset({"done", "failed", "cancelled"})
+#: How many times a job may be started.  A job whose worker dies under it (killed for
+#: memory, a crash in the driver) is put back in the queue; one that keeps killing
+#: workers would otherwise take them down one after the other, forever.
+MAX_ATTEMPTS = 3
+#: What the user is told when a job has used up its attempts (``JobFailed.reason``).
+GAVE_UP_REASON = (
+    f"the painter stopped {MAX_ATTEMPTS} times while working on this picture, so I gave up on it; "
+    "a smaller /size may help"
+)
 
 
 def redis_url(url: str | None = None) -> str:
@@ -215,6 +225,26 @@ def decode_event(fields: dict[bytes, bytes]) -> dict[str, str]:
 
 _MAXLEN = str(EVENTS_MAXLEN)
 _PROGRESS_MAXLEN = str(PROGRESS_MAXLEN)
+_MAX_ATTEMPTS = str(MAX_ATTEMPTS)
+
+
+def _lua_string(text: str) -> str:
+    """``text`` as a Lua string literal, for constants written into the scripts."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _give_up(now: str) -> str:
+    """Lua that fails a job which has been started ``MAX_ATTEMPTS`` times, as if its worker had
+    reported it (ARGV[1] is the id, ARGV[2] a worker name, ``now`` a Lua expression for the time).
+
+    CLAIM and REQUEUE, the two ways a job gets another run, both end in it.
+    """
+    return f"""  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished', {now})
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'failed', 'job', ARGV[1], 't', {now},
+    'worker', ARGV[2], 'reason', {_lua_string(GAVE_UP_REASON)}, 'retryable', '0')"""
+
 
 #: Store a new job (no-op for a known id).  ARGV: id, now, ttl, meta, content, then
 #: alternating style field names and bytes.  Returns {status, state, sent}.
@@ -235,8 +265,9 @@ redis.call('ZADD', KEYS[5], seq, ARGV[1])
 return {'new', 'queued', '0'}
 """
 
-#: A worker takes a job.  ARGV: id, worker, now, heartbeat key prefix.
-#: Returns 'run', or why not: 'gone' | 'done' | 'failed' | 'cancelled' | 'busy'.
+#: A worker takes a job.  ARGV: id, worker, now, heartbeat key prefix, the worker's boot token.
+#: Returns 'run', or why not: 'gone' | 'done' | 'failed' | 'cancelled' | 'busy', or
+#: 'gave-up' when the job had already been started ``MAX_ATTEMPTS`` times (it is failed).
 CLAIM = f"""
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'gone' end
@@ -254,7 +285,11 @@ if state == 'running' then
     return 'busy'
   end
 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[2], 'started', ARGV[3])
+if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= {_MAX_ATTEMPTS} then
+{_give_up("ARGV[3]")}
+  return 'gave-up'
+end
+redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[2], 'started', ARGV[3], 'boot', ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
@@ -319,18 +354,42 @@ redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])
 return 'cancelling'
 """
 
-#: A worker's reaper found ``owner`` silent: put its job back in the queue.  ARGV: id,
-#: owner, heartbeat key prefix, now.  Returns 1 if this caller must send the task again.
+#: A worker's reaper found ``owner`` silent, or found a job that its own name holds from a
+#: previous run of the process: put the job back in the queue.  ARGV: id, owner, heartbeat
+#: key prefix, now, and, only when ``owner`` is the caller's own name, the caller's boot
+#: token.  A worker restarted under the same name (same PID in a container, same host)
+#: beats under the same key at once, so for its own name the heartbeat proves nothing;
+#: the boot token the claim stored tells this process's jobs from its predecessor's.
+#: Returns 1 if this caller must send the task again, 2 if the job had used up its
+#: attempts and was failed instead, else 0.
 REQUEUE = f"""
 if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return 0 end
-if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then return 0 end
+if ARGV[5] then
+  if redis.call('HGET', KEYS[1], 'boot') == ARGV[5] then return 0 end
+elseif redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then
+  return 0
+end
 redis.call('HDEL', KEYS[6], ARGV[1])
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= {_MAX_ATTEMPTS} then
+{_give_up("ARGV[4]")}
+  return 2
+end
 local seq = redis.call('INCR', KEYS[7])
+local why = ARGV[5] and ' restarted' or ' was lost'
 redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'requeued', ARGV[4], 'sent', '0')
 redis.call('ZADD', KEYS[5], seq, ARGV[1])
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'queued', 'job', ARGV[1], 't', ARGV[4],
-  'reason', 'worker ' .. ARGV[2] .. ' was lost')
+  'reason', 'worker ' .. ARGV[2] .. why)
+return 1
+"""
+
+#: The job's Celery message has gone out.  ARGV: none.  Only for a job that still exists:
+#: a cancel may have deleted a queued job while its message was being sent, and a plain
+#: HSET would bring the hash back as a key with one field and no expiry, forever.
+MARK_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'sent', '1')
 return 1
 """
 

@@ -8,7 +8,9 @@ One worker per GPU (or one per CPU machine).  Each worker:
   a busy worker never sits on a job another worker could start;
 * writes a heartbeat key with its device every few seconds, which the bot shows
   and the other workers watch: a job whose worker falls silent for longer than
-  the heartbeat TTL is put back in the queue by whichever worker notices first;
+  the heartbeat TTL is put back in the queue by whichever worker notices first
+  (a job left by an earlier process under the same name, by the new process at
+  once), and a job that has cost ``MAX_ATTEMPTS`` workers is failed instead;
 * polls the job's cancel flag between optimisation steps, so a cancel stops a
   running job within a few steps.
 
@@ -28,6 +30,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -38,6 +41,8 @@ from nst_core.celery_store import (
     CLAIM,
     DEFAULT_JOB_TTL_S,
     FINISH,
+    MARK_SENT,
+    MAX_ATTEMPTS,
     PROGRESS,
     REQUEUE,
     Keys,
@@ -108,6 +113,11 @@ class WorkerRuntime:
     current_job: str | None = field(default=None, init=False)
     jobs_done: int = field(default=0, init=False)
     started: float = field(default_factory=time.time, init=False)
+    #: This process, as opposed to an earlier one under the same name: in a container
+    #: (``init: true``) a restarted worker gets the same PID and hostname, hence the same
+    #: default name.  CLAIM stores it with the job, so the reaper can tell the jobs this
+    #: process runs from those its killed predecessor left behind.
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _silent_since: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
@@ -122,6 +132,7 @@ class WorkerRuntime:
         self._progress = self.redis.register_script(PROGRESS)
         self._finish = self.redis.register_script(FINISH)
         self._requeue = self.redis.register_script(REQUEUE)
+        self._mark_sent = self.redis.register_script(MARK_SENT)
 
     @property
     def name(self) -> str:
@@ -142,32 +153,51 @@ class WorkerRuntime:
             self.redis.set(self.gpu_claim, self.name, px=ttl_ms)
 
     def reap(self) -> list[str]:
-        """Requeue jobs whose worker has been silent for a whole heartbeat TTL; returns their ids.
+        """Requeue jobs whose worker is gone; returns their ids.
 
-        A worker is only given up on after this reaper has seen its heartbeat
-        missing for the full TTL, so a Redis restart (which can drop every
-        heartbeat at once) does not make live workers' jobs run twice.
+        Another worker is only given up on after this reaper has seen its
+        heartbeat missing for the full TTL, so a Redis restart (which can drop
+        every heartbeat at once) does not make live workers' jobs run twice.
+        A job held under this worker's own name but claimed by an earlier
+        process (see ``boot``) is requeued at once: that process is dead, and
+        the heartbeat under the shared name, this process's own, says nothing
+        about it.  A job that has used up its attempts is failed instead.
         """
         now = time.time()
         requeued: list[str] = []
         running = {k.decode(): v.decode() for k, v in self.redis.hgetall(self.keys.running).items()}
         seen: set[tuple[str, str]] = set()
         for job_id, owner in running.items():
-            if owner == self.name or self.redis.exists(self.keys.worker(owner)):
-                continue
-            pair = (job_id, owner)
-            seen.add(pair)
-            first = self._silent_since.setdefault(pair, now)
-            if now - first < self.config.heartbeat_ttl_s:
-                continue
-            if self._requeue(keys=self.keys.for_job(job_id), args=[job_id, owner, self.keys.worker_prefix, now]):
-                log.warning("worker %s went silent while running job %s: job requeued", owner, job_id)
+            args: list[Any] = [job_id, owner, self.keys.worker_prefix, now]
+            if owner == self.name:
+                if job_id == self.current_job:
+                    continue
+                args.append(self.boot)  # the script compares it with the claim's
+                lost = f"an earlier run of {owner}"
+            else:
+                if self.redis.exists(self.keys.worker(owner)):
+                    continue
+                pair = (job_id, owner)
+                seen.add(pair)
+                first = self._silent_since.setdefault(pair, now)
+                if now - first < self.config.heartbeat_ttl_s:
+                    continue
+                lost = f"worker {owner}"
+            outcome = self._requeue(keys=self.keys.for_job(job_id), args=args)
+            if outcome == 2:
+                log.warning("%s was lost while running job %s, its last attempt: job failed", lost, job_id)
+            elif outcome:
+                log.warning("%s was lost while running job %s: job requeued", lost, job_id)
                 requeued.append(job_id)
                 if self.send_task is not None:
                     self.send_task(job_id)
-                    self.redis.hset(self.keys.job(job_id), "sent", "1")
+                    self.mark_sent(job_id)
         self._silent_since = {p: t for p, t in self._silent_since.items() if p in seen}
         return requeued
+
+    def mark_sent(self, job_id: str) -> None:
+        """Note that the job's Celery message went out, unless a cancel deleted the job meanwhile."""
+        self._mark_sent(keys=self.keys.for_job(job_id), args=[])
 
     def resend_unsent(self, older_than_s: float = 30.0) -> list[str]:
         """Send the Celery message of queued jobs that have none (returns their ids).
@@ -195,7 +225,7 @@ class WorkerRuntime:
                 continue
             log.warning("job %s was queued without a message; sending it", job_id)
             self.send_task(job_id)
-            self.redis.hset(self.keys.job(job_id), "sent", "1")
+            self.mark_sent(job_id)
             resent.append(job_id)
         return resent
 
@@ -246,9 +276,12 @@ class WorkerRuntime:
         keys = self.keys.for_job(job_id)
         outcome = self._retrying(
             f"claim {job_id}",
-            lambda: self._claim(keys=keys, args=[job_id, self.name, time.time(), self.keys.worker_prefix]),
+            lambda: self._claim(keys=keys, args=[job_id, self.name, time.time(), self.keys.worker_prefix, self.boot]),
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if outcome == "gave-up":
+            log.warning("job %s: its workers were lost %d times; job failed", job_id, MAX_ATTEMPTS)
+            return outcome
         if outcome != "run":
             log.info("job %s: not running it (%s)", job_id, outcome)
             return outcome
@@ -367,10 +400,16 @@ def claim_free_gpu(client: redis.Redis, keys: Keys, name: str, ttl_s: float) -> 
     count = torch.cuda.device_count()
     if count == 0:
         raise ValueError(f"device {FREE_GPU!r} needs a CUDA GPU and none is visible")
+    ttl_ms = max(1000, int(ttl_s * 1000))
     for index in range(count):
         uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or f"{socket.gethostname()}-{index}")
         key = keys.gpu(uuid)
-        if client.set(key, name, nx=True, px=max(1000, int(ttl_s * 1000))):
+        if client.set(key, name, nx=True, px=ttl_ms):
+            return f"cuda:{index}", key
+        # Held under this very name: a previous run of this worker (a restarted container
+        # keeps its PID and host), whose claim has not expired yet.  It is ours again.
+        if client.get(key) == name.encode():
+            client.set(key, name, px=ttl_ms)
             return f"cuda:{index}", key
     raise ValueError(f"all {count} visible GPU(s) already have a worker; start fewer, or share one with --device cuda")
 

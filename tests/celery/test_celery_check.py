@@ -51,4 +51,6 @@ def test_cuda_free_gives_each_worker_its_own_gpu(redis_server: RedisServer, monk
         claim_free_gpu(client, keys, "c", 5)
     client.delete("nst:gpu:GPU-test-0")  # worker a died: its claim expired
     assert claim_free_gpu(client, keys, "c", 5)[0] == "cuda:0"
+    # Worker b restarted under its old name before its claim expired: it gets its GPU back.
+    assert claim_free_gpu(client, keys, "b", 5) == ("cuda:1", "nst:gpu:GPU-test-1")
     client.delete("nst:gpu:GPU-test-0", "nst:gpu:GPU-test-1")
