@@ -334,27 +334,30 @@ def _chunks(items: Sequence[InputMediaPhoto], size: int) -> list[list[InputMedia
 
 
 # --- settings -------------------------------------------------------------------------------------
-def settings_view(prefs: Prefs, svc: JobService) -> tuple[str, InlineKeyboardMarkup]:
+def settings_view(prefs: Prefs, svc: JobService, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
+    """The settings and their buttons; the buttons carry ``user_id``, whose settings they change
+    (in a group anyone can tap them, and must not rewrite somebody else's panel)."""
     text = texts.settings_text(prefs.strength, prefs.size, svc.size_px(prefs.size), prefs.quality, prefs.colors)
 
     def mark(label: str, on: bool) -> str:
         return f"✓ {label}" if on else label
 
+    def button(label: str, action: str) -> InlineKeyboardButton:
+        what, _, value = action.partition(":")
+        return InlineKeyboardButton(label, callback_data=f"s:{what}:{value}:{user_id}")
+
     keyboard = InlineKeyboardMarkup(
         [
             [
-                InlineKeyboardButton("− Weaker", callback_data="s:str:-1"),
-                InlineKeyboardButton(f"Strength {prefs.strength}", callback_data="s:noop"),
-                InlineKeyboardButton("+ Stronger", callback_data="s:str:+1"),
+                button("− Weaker", "str:-1"),
+                button(f"Strength {prefs.strength}", "noop"),
+                button("+ Stronger", "str:+1"),
             ],
-            [InlineKeyboardButton(mark(n, prefs.size == n), callback_data=f"s:size:{n}") for n in SIZE_NAMES],
+            [button(mark(n, prefs.size == n), f"size:{n}") for n in SIZE_NAMES],
+            [button(mark(q.value, prefs.quality == q.value), f"q:{q.value}") for q in Quality],
             [
-                InlineKeyboardButton(mark(q.value, prefs.quality == q.value), callback_data=f"s:q:{q.value}")
-                for q in Quality
-            ],
-            [
-                InlineKeyboardButton(f"Keep colours: {'on' if prefs.colors else 'off'}", callback_data="s:col:toggle"),
-                InlineKeyboardButton("↺ Reset", callback_data="s:reset"),
+                button(f"Keep colours: {'on' if prefs.colors else 'off'}", "col:toggle"),
+                button("↺ Reset", "reset"),
             ],
         ]
     )
@@ -365,7 +368,7 @@ async def cmd_settings(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None and update.effective_user is not None
     svc = service(context)
-    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc)
+    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc, update.effective_user.id)
     await message.reply_text(text, reply_markup=keyboard)
 
 
@@ -381,7 +384,7 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser) -
     arg = " ".join(context.args or []).strip().lower()
     new = parse(prefs, arg) if arg else None
     if new is None:
-        current, _ = settings_view(prefs, svc)
+        current, _ = settings_view(prefs, svc, update.effective_user.id)
         await reply(message, f"{usage}\n\n{current}")
         return
     await svc.save_prefs(update.effective_user.id, new[0])
@@ -443,7 +446,7 @@ async def cmd_reset(update: Update, context: Context) -> None:
     assert message is not None and update.effective_user is not None
     svc = service(context)
     await svc.save_prefs(update.effective_user.id, Prefs())
-    text, keyboard = settings_view(Prefs(), svc)
+    text, keyboard = settings_view(Prefs(), svc, update.effective_user.id)
     await reply(message, f"{texts.RESET_DONE}\n\n{text}", reply_markup=keyboard)
 
 
@@ -762,8 +765,11 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
     assert query is not None
     svc = service(context)
     user_id = query.from_user.id
+    what, value, owner = ([*rest.split(":"), "", ""])[:3]
+    if owner and owner != str(user_id):
+        await query.answer(texts.NOT_YOUR_SETTINGS, show_alert=True)
+        return
     prefs = await svc.prefs(user_id)
-    what, _, value = rest.partition(":")
     new = prefs
     if what == "str" and value in ("+1", "-1"):
         new = Prefs(max(1, min(10, prefs.strength + int(value))), prefs.size, prefs.quality, prefs.colors)
@@ -782,7 +788,7 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
         await query.answer("No change.")
         return
     await svc.save_prefs(user_id, new)
-    text, keyboard = settings_view(new, svc)
+    text, keyboard = settings_view(new, svc, user_id)
     await query.answer("Saved.")
     try:
         await query.edit_message_text(text, reply_markup=keyboard)

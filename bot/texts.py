@@ -82,6 +82,7 @@ GROUP_USAGE = "Reply to a photo with <code>/stylize starry-night</code> (or just
 ALBUM_TOO_BIG = "I used the first two pictures of the album: the photo and the style."
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
+NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."
 NOT_ALLOWED = "Sorry, this bot is private."
 ADMIN_ONLY = "That command is for the bot's admins."
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
+    answers,
     button_data,
     chat_of,
     find_button,
     image_bytes,
+    settle,
     text_of,
     wait_photo,
     wait_text,
+    wait_until,
 )
 
 
@@ -70,6 +73,22 @@ async def test_settings_buttons_edit_the_message(tg: FakeTelegram, bot: BotRunne
     tg.press_button(message, alice, data)
     (edit,) = await wait_text(tg, chat["id"], "Strength: 4", method="editMessageText")
     assert "✓ medium" in button_data(edit)
+
+
+async def test_in_a_group_only_the_owner_can_use_a_settings_panel(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict
+) -> None:
+    group = tg.group_chat()
+    tg.send_text(group, alice, "/settings")
+    await wait_text(tg, group["id"], "Your settings")
+    message, data = find_button(tg, group["id"], "s:str:+1")
+    tg.press_button(message, bob, data)
+    await wait_until(lambda: any("someone else's settings" in a for a in answers(tg)), what="the refusal")
+    await settle(0.5)
+    assert not tg.calls("editMessageText"), "Alice's panel must not change"
+    tg.send_text(group, bob, "/settings")
+    *_, bobs = await wait_text(tg, group["id"], "Your settings", count=2)
+    assert "Strength: 5" in text_of(bobs), "Bob's own settings must not change either"
 
 
 async def test_settings_apply_to_jobs_and_survive_a_restart(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
