@@ -216,6 +216,8 @@ class JobService:
         self._started_at = 0.0
         self._dropped: set[str] = set()
         self._redeliveries: dict[str, int] = {}
+        # Timers, not work: cancelled at once on stop (recovery delivers what they would have).
+        self._timers: set[asyncio.Task[Any]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     @property
@@ -233,7 +235,7 @@ class JobService:
         self._started = True
         self._started_at = time.time()
         self.spawn(self.recover())
-        self.spawn(self._prune_every(PRUNE_INTERVAL_S))
+        self._timer(self._prune_every(PRUNE_INTERVAL_S))
 
     def _device_max_size(self) -> int:
         try:
@@ -247,6 +249,9 @@ class JobService:
         if not self._started:
             return
         self._started = False
+        for timer in self._timers:
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
         await self.executor.stop()
         pending = [t for t in self._tasks if not t.done()]
         if pending:
@@ -254,6 +259,18 @@ class JobService:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+
+    def _timer(self, coro: Awaitable[Any]) -> None:
+        """A background wait (periodic pruning, a later delivery) that stop() cancels instead of awaiting."""
+        task = asyncio.ensure_future(coro)
+        self._timers.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._timers.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background timer failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference and logging its failure."""
@@ -653,9 +670,9 @@ class JobService:
         async def later() -> None:
             await asyncio.sleep(delay)
             if self._started:
-                await self.deliver(job_id)
+                self.spawn(self.deliver(job_id))
 
-        self.spawn(later())
+        self._timer(later())
 
     async def send_full_size(self, job: JobRow, reply_to: int | None) -> bool:
         """The result as an uncompressed document (re-sent by file id after the first time)."""
