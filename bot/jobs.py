@@ -662,6 +662,8 @@ class JobService:
 
     def _deliver_later(self, job_id: str) -> None:
         """Telegram was unreachable for a while: try again with a growing pause, not only at the next start."""
+        if not self._started:  # stopping: the next start's recovery delivers it
+            return
         tries = self._redeliveries.get(job_id, 0) + 1
         self._redeliveries[job_id] = tries
         delay = min(REDELIVERY_MAX_S, REDELIVERY_FIRST_S * 2 ** (tries - 1))
