@@ -196,6 +196,20 @@ class StatusMessage:
                 log.info("closing status of job %s failed: %s", self.job_id, exc)
 
 
+def _track(coro: Awaitable[Any], tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:
+    """Start ``coro`` as a task held in ``tasks`` until it ends (asyncio keeps only weak references)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task failed", exc_info=t.exception())
+
+    task.add_done_callback(done)
+    return task
+
+
 class JobService:
     """Requests in, results out; the only thing handlers talk to besides the database."""
 
@@ -262,28 +276,11 @@ class JobService:
 
     def _timer(self, coro: Awaitable[Any]) -> None:
         """A background wait (periodic pruning, a later delivery) that stop() cancels instead of awaiting."""
-        task = asyncio.ensure_future(coro)
-        self._timers.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._timers.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("background timer failed", exc_info=t.exception())
-
-        task.add_done_callback(done)
+        _track(coro, self._timers)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference and logging its failure."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("background task failed", exc_info=t.exception())
-
-        task.add_done_callback(done)
-        return task
+        return _track(coro, self._tasks)
 
     # --- settings -----------------------------------------------------------------------------
     async def prefs(self, user_id: int) -> Prefs:
