@@ -402,8 +402,8 @@ def claim_free_gpu(client: redis.Redis, keys: Keys, name: str, ttl_s: float) -> 
         raise ValueError(f"device {FREE_GPU!r} needs a CUDA GPU and none is visible")
     ttl_ms = max(1000, int(ttl_s * 1000))
     for index in range(count):
-        uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or f"{socket.gethostname()}-{index}")
-        key = keys.gpu(uuid)
+        gpu_id = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or f"{socket.gethostname()}-{index}")
+        key = keys.gpu(gpu_id)
         if client.set(key, name, nx=True, px=ttl_ms):
             return f"cuda:{index}", key
         # Held under this very name: a previous run of this worker (a restarted container
