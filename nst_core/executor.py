@@ -234,7 +234,9 @@ class LocalExecutor(Executor):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Waits for the running step to notice the cancel: off the loop, which still has
+        # Telegram calls to finish.
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
 
     async def submit(self, job: Job) -> None:
         if job.id in self._pending or (self._running and self._running[0].id == job.id):
