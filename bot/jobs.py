@@ -403,10 +403,23 @@ class JobService:
         position = await self.db.count_active("queued")
         eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
         await self._open_status(row, texts.queued(position, eta))
-        if row.id in self._dropped:  # blocked the bot in the meantime: don't paint for nobody
-            return row
-        await self.executor.submit(self._job_for(row, content_bytes, style_bytes))
+        await self._hand_over(row, content_bytes, style_bytes)
         return row
+
+    async def _hand_over(self, row: JobRow, content: bytes, style: bytes | None) -> None:
+        """Give the job to the executor, unless it was cancelled while its status message went out.
+
+        Telegram shows the message and its Cancel button before the bot has the answer,
+        and a press there only finds the row: the executor has no job to stop yet.
+        """
+        if row.id in self._dropped:  # blocked the bot in the meantime: don't paint for nobody
+            return
+        if await self._status_of(row.id) == "cancelled":
+            await self._close_status(row.id, texts.CANCELLED)
+            return
+        await self.executor.submit(self._job_for(row, content, style))
+        if await self._status_of(row.id) == "cancelled":  # pressed while the executor took it
+            await self.executor.cancel(row.id)
 
     def _job_for(self, row: JobRow, content: bytes, style: bytes | None) -> Job:
         ref = StyleRef(preset=row.style_preset) if row.style_preset else StyleRef(image=style)
@@ -724,8 +737,7 @@ class JobService:
             return  # cancelled while its pictures were downloading
         job.status = "queued"
         await self._open_status(job, texts.RESTARTED)
-        if job.id not in self._dropped:
-            await self.executor.submit(self._job_for(job, content, style))
+        await self._hand_over(job, content, style)
 
     async def _prune_every(self, interval_s: float) -> None:
         """Old full-size files go at every start and then periodically: a bot may run for months."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
+    answers,
     image_bytes,
     msg_id,
     reply_to,
@@ -119,3 +121,38 @@ async def test_old_result_files_are_removed_while_the_bot_runs(
     os.utime(old, (two_days_ago, two_days_ago))
     await wait_until(lambda: not old.exists(), timeout=10, what="the old file to go")
     assert Path(fresh).exists()
+
+
+async def test_a_cancel_pressed_while_a_restart_requeues_the_job_stops_it(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """After a restart the old status message, and its Cancel button, are live again at once.
+
+    A press while the bot was still putting the job back in the queue used to be
+    answered with "Cancelled", and the job was queued anyway: it painted, and its
+    status message moved on to "Painting…" after saying "Cancelled".
+    """
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    await runner.stop()
+
+    held = tg.hold("editMessageText", "I restarted")
+    executor = slow_executor()
+    await runner.start(executor)
+    await asyncio.wait_for(held.reached.wait(), 15)
+    status = held.result
+    (cancel_data,) = [b["callback_data"] for row in status["reply_markup"]["inline_keyboard"] for b in row]
+    tg.press_button(status, alice, cancel_data)
+    await wait_until(lambda: bool(answers(tg)), what="the Cancel press to be answered")
+    held.release()
+
+    await wait_text(tg, chat["id"], "Cancelled", method="editMessageText")
+    await settle(1.5)
+    restarted_at = next(i for i, r in enumerate(tg.calls("editMessageText", chat["id"])) if "I restarted" in text_of(r))
+    edits = [text_of(r) for r in tg.calls("editMessageText", chat["id"])[restarted_at:]]
+    assert not [t for t in edits if "Painting" in t], f"a cancelled job must not paint: {edits}"
+    assert await executor.queue_length() == 0
+    (shown,) = [m for m in tg.messages(chat["id"]) if m["message_id"] == status["message_id"]]
+    assert "Cancelled" in shown["text"] and not shown.get("reply_markup")

@@ -48,6 +48,24 @@ class Request:
     status: int = 200
 
 
+@dataclass
+class Hold:
+    """A call whose effect happens at once but whose answer waits for ``release()``.
+
+    Real Telegram shows a message (and its buttons) to the user before the bot
+    has the answer to its ``sendMessage``; a hold opens that window wide.
+    """
+
+    method: str
+    text: str
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    result: Any = None
+
+    def release(self) -> None:
+        self.released.set()
+
+
 def _image_size(data: bytes) -> tuple[int, int]:
     try:
         from PIL import Image
@@ -81,6 +99,7 @@ class FakeTelegram:
         self._blocked: set[int] = set()
         self._floods: dict[str, list[int]] = {}
         self._failures: list[list[Any]] = []  # [method, chat_id or None, times left, ApiError]
+        self._holds: list[Hold] = []
         self._server: tornado.httpserver.HTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -121,6 +140,8 @@ class FakeTelegram:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.close_all_connections(), 2)
         self._new_update.set()  # release a long poll in flight
+        for held in self._holds:
+            held.release()
 
     async def __aenter__(self) -> FakeTelegram:
         await self.start()
@@ -238,6 +259,12 @@ class FakeTelegram:
         """The next ``times`` calls of ``method`` (to ``chat_id``, if given) answer with this error."""
         self._failures.append([method, chat_id, times, ApiError(code, description, parameters)])
 
+    def hold(self, method: str, text: str = "") -> Hold:
+        """Hold the answer to the next ``method`` call whose text contains ``text`` (see ``Hold``)."""
+        held = Hold(method, text)
+        self._holds.append(held)
+        return held
+
     # -- what the bot did ----------------------------------------------------
 
     def calls(self, method: str | None = None, chat_id: int | None = None) -> list[Request]:
@@ -287,6 +314,12 @@ class FakeTelegram:
         record = Request(method, params, files, time.monotonic())
         try:
             result = await self._call(method, params, files)
+            held = next((h for h in self._holds if not h.reached.is_set() and h.method == method
+                         and h.text in str(params.get("text", ""))), None)
+            if held is not None:
+                held.result = result
+                held.reached.set()
+                await held.released.wait()
         except ApiError as exc:
             record.status = exc.code
             body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
