@@ -515,7 +515,12 @@ class JobService:
 
     async def _done(self, event: JobDone) -> None:
         path = self.config.results_dir / f"{event.job_id}.{'jpg' if event.format.upper() == 'JPEG' else 'png'}"
-        await asyncio.to_thread(_write_atomic, path, event.image)
+        try:
+            await asyncio.to_thread(_write_atomic, path, event.image)
+        except OSError as exc:  # a full disk, a lost volume: say so now rather than "Painting… 100%" for good
+            log.error("job %s: could not store its result at %s: %s", event.job_id, path, exc)
+            await self._failed(event.job_id, texts.RESULT_NOT_STORED)
+            return
         changed = await self.db.update_job(
             event.job_id,
             only_if_status=ACTIVE,
@@ -777,8 +782,12 @@ class JobService:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written file on a full disk helps nobody
+        raise
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:

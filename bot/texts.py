@@ -155,6 +155,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
 
 RESTARTED = "♻️ I restarted; your picture is back in the queue."
 DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
+RESULT_NOT_STORED = "it was painted, but the server could not store the finished picture"
 CANCELLED = "Cancelled. ✋"
 USER_BLOCKED = "user blocked the bot"
 

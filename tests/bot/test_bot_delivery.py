@@ -156,3 +156,21 @@ async def test_a_cancel_pressed_while_a_restart_requeues_the_job_stops_it(
     assert await executor.queue_length() == 0
     (shown,) = [m for m in tg.messages(chat["id"]) if m["message_id"] == status["message_id"]]
     assert "Cancelled" in shown["text"] and not shown.get("reply_markup")
+
+
+async def test_a_result_that_cannot_be_stored_is_reported_not_left_painting(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """A full disk or a lost results volume used to leave "Painting… 100%" until the next restart."""
+    results = bot.data_dir / "results"
+    results.rmdir()
+    results.write_bytes(b"not a directory")  # every write below it fails, as on a lost volume
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    (closed,) = await wait_text(tg, chat["id"], "could not store", method="editMessageText", timeout=60)
+    assert "Sorry" in text_of(closed) and not closed.params.get("reply_markup")
+
+    results.unlink()
+    results.mkdir()  # the disk is back: the same request works again
+    tg.send_text(chat, alice, "/style great-wave")
+    await wait_photo(tg, chat["id"], timeout=60)
