@@ -66,6 +66,7 @@ from nst_core.celery_store import (
     decode_event,
     encode_inputs,
     redis_url,
+    refuses_writes,
 )
 from nst_core.executor import (
     DurationModel,
@@ -91,6 +92,11 @@ try:  # kombu wraps a failed publish in OperationalError
     OUTAGE = (*OUTAGE, _KombuOperationalError)
 except ImportError:  # pragma: no cover - celery[redis] brings kombu
     pass
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Redis cannot take this now but will: unreachable, or refusing writes (see ``refuses_writes``)."""
+    return isinstance(exc, OUTAGE) or refuses_writes(exc)
 
 
 @dataclass
@@ -224,7 +230,9 @@ class CeleryExecutor(Executor):
         watched = self._watch.setdefault(job.id, _Watched())
         try:
             state = await self._submit_remote(job)
-        except OUTAGE as exc:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             log.warning("job %s: queue unreachable (%s); it will be sent when redis is back", job.id, exc)
             self._outbox[job.id] = job  # the loop sends it as soon as redis answers
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
@@ -242,7 +250,9 @@ class CeleryExecutor(Executor):
             return False
         try:
             status = await self._cancel_remote(job_id)
-        except OUTAGE:
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
             if job_id not in self._watch:
                 return False
             self._cancel_later.add(job_id)  # applied when redis is back
@@ -358,25 +368,24 @@ class CeleryExecutor(Executor):
                 delay = 0.1
             except asyncio.CancelledError:
                 raise
-            except OUTAGE as exc:
-                if self._connected or self._ready:
-                    log.warning("redis unreachable (%s); jobs are delayed, reconnecting", exc)
-                    self._connected = False
-                    self._ready = False
-                    await self._announce_delayed()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # redis lost its data: recreate the group
-                    log.warning("event stream group missing (%s); recreating it", exc)
-                    self._ready = False
+            except Exception as exc:
+                if _is_outage(exc):
+                    if self._connected or self._ready:
+                        log.warning("redis unreachable or refusing writes (%s); jobs are delayed, retrying", exc)
+                        self._connected = False
+                        self._ready = False
+                        await self._announce_delayed()
+                elif isinstance(exc, ResponseError):
+                    if "NOGROUP" in str(exc):  # redis lost its data: recreate the group
+                        log.warning("event stream group missing (%s); recreating it", exc)
+                        self._ready = False
+                    else:
+                        log.exception("redis refused a command")
                 else:
-                    log.exception("redis refused a command")
+                    log.exception("celery executor loop failed; retrying")
+                    delay = max(delay, 1.0)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception:
-                log.exception("celery executor loop failed; retrying")
-                await asyncio.sleep(1)
 
     async def _setup(self) -> None:
         """(Re)connect: group, backlog, durations, outbox, fresh positions."""
@@ -384,7 +393,6 @@ class CeleryExecutor(Executor):
         for stream in (self._keys.events, self._keys.progress):
             with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
                 await client.xgroup_create(stream, EVENT_GROUP, id="0", mkstream=True)
-        self._connected = True
         if not self._watch:
             await self._adopt_unfinished()
         if not self._durations_loaded:
@@ -399,7 +407,7 @@ class CeleryExecutor(Executor):
             with contextlib.suppress(*OUTAGE):
                 await self.cancel(job_id)
         await self._refresh_workers(force=True)
-        self._ready = True
+        self._connected = self._ready = True
         await self._announce_all(force=True)
 
     async def _adopt_unfinished(self) -> None:

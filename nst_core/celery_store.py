@@ -41,11 +41,33 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError, TryAgainError
+
 from nst_core.executor import Job, StyleRef
 from nst_core.settings import StyleSettings
+
+_REFUSAL_CODES = re.compile(r"\b(MISCONF|NOREPLICAS|UNBLOCKED)\b")
+
+
+def refuses_writes(exc: BaseException) -> bool:
+    """Redis answers, but takes no writes for now.
+
+    Over ``maxmemory`` (OOM), a replica after a failover (READONLY, and UNBLOCKED
+    for a blocking read in flight at that moment), or a failed snapshot with
+    ``stop-writes-on-bgsave-error`` (MISCONF, e.g. a full disk).
+    None of them drops the connection, and each clears once an operator or the
+    failover acts, so callers wait them out as they wait out a restart rather than
+    lose a job's claim or result.  MISCONF has no exception class of its own in
+    redis-py, so its code is looked for in the message (inside a pipeline the
+    message starts with the failed command, not the code).
+    """
+    if isinstance(exc, OutOfMemoryError | ReadOnlyError | TryAgainError):
+        return True
+    return isinstance(exc, ResponseError) and _REFUSAL_CODES.search(str(exc)) is not None
 
 #: Default Redis URL when neither an argument nor ``REDIS_URL`` says otherwise.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -50,6 +50,7 @@ from nst_core.celery_store import (
     decode_inputs,
     parse_steps,
     redis_url,
+    refuses_writes,
 )
 
 log = logging.getLogger("nst_core.worker")
@@ -238,8 +239,11 @@ class WorkerRuntime:
                 self.resend_unsent()
             except TRANSIENT as exc:
                 log.warning("heartbeat: redis unreachable (%s); retrying", exc)
-            except Exception:
-                log.exception("heartbeat failed")
+            except Exception as exc:
+                if refuses_writes(exc):
+                    log.warning("heartbeat: redis refuses writes (%s); retrying", exc)
+                else:
+                    log.exception("heartbeat failed")
             self._stop.wait(interval)
 
     def start_heartbeat(self) -> None:
@@ -259,13 +263,19 @@ class WorkerRuntime:
     # -- running one job -------------------------------------------------------------
 
     def _retrying(self, what: str, fn: Callable[[], T]) -> T:
-        """Call ``fn`` until Redis answers: a job's claim or outcome must not be lost to a restart."""
+        """Call ``fn`` until Redis answers and takes writes: a claim or an outcome must not be lost."""
         delay = 0.1
         while True:
             try:
                 return fn()
-            except TRANSIENT as exc:
-                log.warning("%s: redis unreachable (%s); retrying in %.1f s", what, exc, delay)
+            except Exception as exc:
+                if isinstance(exc, TRANSIENT):
+                    problem = "redis unreachable"
+                elif refuses_writes(exc):
+                    problem = "redis refuses writes"
+                else:
+                    raise
+                log.warning("%s: %s (%s); retrying in %.1f s", what, problem, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -286,8 +296,11 @@ class WorkerRuntime:
             log.info("job %s: not running it (%s)", job_id, outcome)
             return outcome
         self.current_job = job_id
-        with contextlib.suppress(*TRANSIENT):
+        try:
             self.beat()
+        except Exception as exc:  # the heartbeat thread beats again soon
+            if not (isinstance(exc, TRANSIENT) or refuses_writes(exc)):
+                raise
         finish: list[Any]
         deadline: float | None = None
         timeout_s: float | None = None
@@ -342,8 +355,11 @@ class WorkerRuntime:
                 return
             last = now
             eta = "" if eta_s is None else f"{eta_s:.2f}"
-            with contextlib.suppress(*TRANSIENT):  # progress is best effort
+            try:  # progress is best effort: a report Redis cannot take must not fail the painting
                 self._progress(keys=self.keys.for_job(job_id), args=[job_id, time.time(), f"{fraction:.4f}", eta])
+            except Exception as exc:
+                if not (isinstance(exc, TRANSIENT) or refuses_writes(exc)):
+                    raise
 
         return report
 
@@ -530,7 +546,14 @@ def main(argv: list[str] | None = None) -> int:
     def run_task(job_id: str) -> str:
         return runtime.run(job_id)
 
-    worker_shutdown.connect(lambda **_: runtime.stop_heartbeat(), weak=False)
+    exit_code = 0
+
+    def on_shutdown(sender: Any = None, **_: Any) -> None:
+        nonlocal exit_code
+        runtime.stop_heartbeat()
+        exit_code = int(getattr(sender, "exitcode", 0) or 0)  # set when Celery gave up
+
+    worker_shutdown.connect(on_shutdown, weak=False)
     runtime.start_heartbeat()
     app.worker_main(
         argv=[
@@ -539,7 +562,10 @@ def main(argv: list[str] | None = None) -> int:
             f"--loglevel={config.loglevel.upper()}",
         ]
     )  # fmt: skip
-    return 0
+    # worker_main drops Celery's exit code, and a worker Celery stopped on an "Unrecoverable
+    # error" (say its Redis was demoted by a failover under an idle worker's blocking read)
+    # must exit non-zero, so that a supervisor restarts it.
+    return exit_code
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 import pytest
-from celery_harness import Collector, RedisServer, make_job, start_worker, wait_clean
+from celery_harness import Collector, RedisServer, free_port, make_job, start_worker, wait_clean, wait_ready
 
 from nst_core.celery_app import QUEUE, TASK_NAME, create_app
 from nst_core.celery_executor import CeleryExecutor
@@ -134,6 +134,71 @@ async def test_bot_and_worker_started_before_redis_catch_up_when_it_appears(tmp_
         await events.wait_for(lambda: events.of_type(JobDone, "early-job"), 90, "the job after redis came up")
         assert ex.connected
         assert len(events.of_type(JobDone, "early-job")) == 1
+    finally:
+        await ex.stop()
+        worker.terminate()
+        server.stop()
+
+
+async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(tmp_path, worker_logs, photo):
+    """Redis answers but takes no writes: here a primary demoted to a replica by a failover.
+
+    That drops no connection.  A refused progress report used to fail the painting
+    ("something went wrong in the painter"), a refused result was dropped with a
+    traceback, leaving the job "running" for hours, and a request submitted meanwhile
+    raised into the bot.  Own Redis and worker: an idle Celery worker exits when its
+    Redis is demoted under it (kombu's "Unrecoverable error"), which would take the
+    module's shared workers down; Compose restarts such a worker.
+    """
+    server = RedisServer(tmp_path)
+    server.start()
+    worker = start_worker(server, "failover", worker_logs)
+    events = Collector()
+    ex = CeleryExecutor(server.url)
+    try:
+        wait_ready(server, [worker])
+        await ex.start(events)
+        ex._steps = (40,)
+        await ex.submit(make_job("painting", photo))
+        await events.wait_for(lambda: events.of_type(JobProgress, "painting"), 60, "the job running")
+        client = server.client()
+        log_from = len(worker.log.read_text())
+        client.replicaof("127.0.0.1", free_port())  # its new primary is not up yet
+        try:
+            await ex.submit(make_job("sent-meanwhile", photo))
+            assert events.of_type(JobQueued, "sent-meanwhile")[-1].eta_s is None  # delayed, not failed
+            for _ in range(1200):  # the painting goes on, ends, and its result is refused
+                if "outcome of painting: redis refuses writes" in worker.log.read_text()[log_from:]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the worker's result was never refused:\n{worker.tail()}")
+            await asyncio.sleep(1.0)
+            assert not events.of_type(JobDone) and not events.of_type(JobFailed)
+        finally:
+            client.replicaof("no", "one")
+
+        await events.wait_for(
+            lambda: {e.job_id for e in events.of_type(JobDone)} == {"painting", "sent-meanwhile"}, 90,
+            "both results once redis takes writes",
+        )  # fmt: skip
+        assert len(events.of_type(JobDone)) == 2
+        assert not events.of_type(JobFailed)
+        assert ex.connected
+        await wait_clean(client, 15)
+        assert "Traceback" not in worker.log.read_text()[log_from:]
+
+        # Idle now: Celery's own Redis transport gives up on a demoted Redis.  The worker
+        # must then exit with a failure, so that a supervisor (Compose, systemd) restarts it.
+        client.replicaof("127.0.0.1", free_port())
+        try:
+            for _ in range(200):
+                if worker.process.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            client.replicaof("no", "one")
+        assert worker.process.poll() not in (None, 0), f"exit code {worker.process.poll()}:\n{worker.tail()}"
     finally:
         await ex.stop()
         worker.terminate()
