@@ -49,7 +49,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tv-weight", type=float, default=_DEFAULTS["tv_weight"], help="smoothness; default %(default)s")
     s.add_argument("--optimizer", choices=["lbfgs", "adam"], default=_DEFAULTS["optimizer"].value)
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    s.add_argument("--seed", type=int, default=_DEFAULTS["seed"])
+    s.add_argument("--seed", type=int, default=_DEFAULTS["seed"],
+                   help="another variant: starts from the photo plus noise drawn from N; 0 (default) adds none")
     s.add_argument("-o", "--output", type=Path, required=True, help="output file (.jpg, .png or .webp)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -14,6 +14,7 @@ from typing import Any
 MIN_SIZE = 64
 #: The hard ceiling; the device's memory usually sets a lower one (see ``device.max_size``).
 MAX_SIZE = 4096
+MAX_SEED = 2**63 - 1
 
 
 class SettingsError(ValueError):
@@ -40,6 +41,8 @@ class StyleSettings:
     ``size`` is the long side of the output in pixels; ``None`` means the
     device's default (see ``device.default_size``).  ``style_weights`` blends
     several style images; it is normalised, so ``(1, 1)`` and ``(2, 2)`` agree.
+    ``seed`` 0 starts from the photo itself, so equal inputs give equal pictures;
+    any other seed adds noise drawn from it to the start: one more variant each.
     """
 
     strength: int = 5
@@ -89,6 +92,8 @@ class StyleSettings:
         set_(self, "tv_weight", float(self.tv_weight))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise SettingsError(f"seed must be a whole number, not {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SettingsError(f"seed must be between 0 and {MAX_SEED}")
 
     def blend_weights(self, n_styles: int) -> tuple[float, ...]:
         """Normalised blend weights for ``n_styles`` style images."""

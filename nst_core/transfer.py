@@ -344,6 +344,23 @@ def _initial_image(photo: torch.Tensor, style: torch.Tensor, previous: torch.Ten
     return (_up(previous, photo.shape[-2:]) + detail).clamp(0, 1)
 
 
+#: Strength of the starting noise a non-zero seed adds, in 0–1 image units: enough
+#: to move where strokes form, little enough to keep the photo's layout.
+SEED_NOISE = 0.1
+
+
+def _with_seeded_noise(start: torch.Tensor, seed: int) -> torch.Tensor:
+    """The start plus noise drawn from ``seed``: a different variant per seed, the same one on every device.
+
+    Without a seed the start is the recoloured photo and the result is fully
+    determined by the inputs; the noise is drawn on the CPU so that one seed
+    means one picture whatever the device.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(start.shape, generator=generator) * SEED_NOISE
+    return (start + noise.to(start.device, start.dtype)).clamp(0, 1)
+
+
 def _optimize(
     loss_fn: Loss,
     start: torch.Tensor,
@@ -436,7 +453,6 @@ def stylize(
     objective = objective or default_objective(settings.strength, settings.tv_weight)
     schedule = plan(out_size, settings.quality, steps)
 
-    torch.manual_seed(settings.seed)
     model = cached_features(dev)
     use_amp = dev.startswith("cuda")
     if use_amp:
@@ -466,6 +482,8 @@ def stylize(
             with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 loss_fn = Loss(model, objective, target, style_ts, blend)
             start = _initial_image(target, style_ts[0], x)
+            if x is None and settings.seed:
+                start = _with_seeded_noise(start, settings.seed)
 
             def on_step(loss: torch.Tensor, parts: dict[str, float], index: int = index, scale: Scale = scale) -> None:
                 done["steps"] += 1

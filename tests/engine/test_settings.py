@@ -24,6 +24,9 @@ def test_defaults_are_valid_and_round_trip_through_json_form():
         ({"style_weights": (1, -1)}, "non-negative"),
         ({"style_scale": 10}, "style scale"),
         ({"tv_weight": -1}, "tv weight"),
+        ({"seed": -1}, "seed must be between 0 and"),
+        ({"seed": 2**64}, "seed must be between 0 and"),
+        ({"seed": "7"}, "seed must be a whole number"),
     ],
 )
 def test_bad_values_are_refused_with_a_message_naming_the_setting(changes, message):

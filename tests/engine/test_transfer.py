@@ -196,3 +196,14 @@ def test_each_optimizer_evaluates_exactly_the_scheduled_steps(cat, starry, optim
     seen = []
     stylize(cat, [starry], StyleSettings(size=64, optimizer=optimizer), progress=seen.append, steps=(7,))
     assert [p.step for p in seen] == list(range(1, 8))
+
+
+def test_a_seed_gives_another_variant_and_the_same_seed_the_same_one(cat, starry):
+    def paint(seed: int) -> torch.Tensor:
+        return to_tensor(stylize(cat, [starry], StyleSettings(size=64, seed=seed), steps=(8,)))
+
+    plain, first, again, other = paint(0), paint(1), paint(1), paint(2)
+    assert torch.equal(first, again), "one seed must give one picture"
+    assert (first - other).abs().mean() > 0.01, "another seed must give another variant"
+    assert (first - plain).abs().mean() > 0.01
+    assert torch.equal(plain, paint(0)), "without a seed the picture depends on the inputs only"
