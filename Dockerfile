@@ -31,18 +31,21 @@ WORKDIR /app
 
 # torch first, from PyTorch's own index, so the big layer is cached across code changes.
 # The pins match the Makefile's TORCH_PIN (the builds the project is tested with).
+# TORCH_INDEX points at a mirror of that index where download.pytorch.org is out of reach.
 FROM base AS torch-cpu
 ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # Pinned through TORCH_PIN, which hadolint cannot see into.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu ${TORCH_PIN}
+RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PIN}
 
 FROM base AS torch-cuda
 ARG TORCH_PIN="torch==2.14.1 torchvision==0.29.1"
 ARG CUDA_WHEELS=cu130
+ARG TORCH_INDEX=https://download.pytorch.org/whl/${CUDA_WHEELS}
 # Pinned through TORCH_PIN, which hadolint cannot see into.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/${CUDA_WHEELS} ${TORCH_PIN}
+RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PIN}
 
 # A stage of this file, not an image from a registry, so it has no tag.
 # hadolint ignore=DL3006

@@ -79,8 +79,12 @@ def _image_size(data: bytes) -> tuple[int, int]:
 class FakeTelegram:
     """The server and the test-side API (see the module docstring)."""
 
-    def __init__(self, token: str = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi") -> None:
+    def __init__(
+        self, token: str = "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghi", *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        """``host`` and ``port`` choose where it listens (a bot in a container needs more than loopback)."""
         self.token = token
+        self.host, self.port = host, port
         self.bot_user = {"id": 999, "is_bot": True, "first_name": "Painter", "username": "PainterBot",
                          "can_join_groups": True, "can_read_all_group_messages": False,
                          "supports_inline_queries": True}
@@ -125,7 +129,8 @@ class FakeTelegram:
 
         app = tornado.web.Application([(r"/bot([^/]+)/(\w+)", Api), (r"/file/bot([^/]+)/(.+)", Files)])
         sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
         sock.listen(128)
         sock.setblocking(False)
         port = sock.getsockname()[1]
