@@ -229,6 +229,7 @@ class JobService:
         self._started = False
         self._started_at = 0.0
         self._dropped: set[str] = set()
+        self._retried: set[str] = set()  # jobs submitted again after a retryable failure (once each)
         self._redeliveries: dict[str, int] = {}
         # Timers, not work: cancelled at once on stop (recovery delivers what they would have).
         self._timers: set[asyncio.Task[Any]] = set()
@@ -503,7 +504,11 @@ class JobService:
         elif isinstance(event, JobDone):
             await self._done(event)
         elif isinstance(event, JobFailed):
-            await self._failed(job_id, event.reason)
+            if event.retryable and job_id not in self._retried:
+                self._retried.add(job_id)
+                self.spawn(self._retry(job_id, event.reason))
+            else:
+                await self._failed(job_id, event.reason)
         elif isinstance(event, JobCancelled) and job_id in self._cancel_requested:
             await self._cancelled(job_id)
             # otherwise the executor is shutting down: the row stays active and runs after a restart
@@ -728,20 +733,32 @@ class JobService:
             except Exception:  # one job's trouble (a timeout, a lost file) must not strand the others
                 log.exception("job %s could not be recovered", job.id)
 
-    async def _recover_job(self, job: JobRow) -> None:
+    async def _retry(self, job_id: str, reason: str) -> None:
+        """Submit a job again whose failure was not its own (see ``JobFailed.retryable``)."""
+        job = await self.db.get_job(job_id)
+        if job is None or job.status not in ACTIVE:
+            return
+        log.warning("job %s: %s; submitting it again", job_id, reason)
+        try:
+            await self._recover_job(job, texts.REQUEUED)
+        except Exception:
+            log.exception("job %s could not be submitted again", job_id)
+            await self._failed(job_id, reason)
+
+    async def _recover_job(self, job: JobRow, status_text: str = texts.RESTARTED) -> None:
         if not await self.db.update_job(job.id, only_if_status=ACTIVE, status="queued", started_at=None):
             return  # cancelled (or failed) since the list was read
         try:
             content = await self.download(ImageRef(job.content_file_id, job.content_message_id))
             style = await self.download(ImageRef(job.style_file_id, None)) if job.style_file_id else None
         except RequestError as exc:
-            await self._failed(job.id, "I couldn't fetch your pictures again after a restart")
+            await self._failed(job.id, "I couldn't fetch your pictures again")
             log.warning("job %s could not be recovered: %s", job.id, exc)
             return
         if await self._status_of(job.id) != "queued":
             return  # cancelled while its pictures were downloading
         job.status = "queued"
-        await self._open_status(job, texts.RESTARTED)
+        await self._open_status(job, status_text)
         await self._hand_over(job, content, style)
 
     async def _prune_every(self, interval_s: float) -> None:

@@ -84,6 +84,9 @@ from nst_core.executor import (
 
 log = logging.getLogger(__name__)
 
+#: For a job whose record Redis lost; retryable, so the bot submits it again.
+LOST_REASON = "the queue lost this picture"
+
 #: Errors that mean "Redis is not reachable right now" (kombu raises its own for sends).
 OUTAGE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 try:  # kombu wraps a failed publish in OperationalError
@@ -145,6 +148,7 @@ class CeleryExecutor(Executor):
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._outbox: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._cancel_later: set[str] = set()
+        self._submitting: set[str] = set()
         self._stopping = False
         self._connected = False  # reading the stream right now
         self._ready = False  # consumer group exists and the backlog has been read
@@ -228,6 +232,7 @@ class CeleryExecutor(Executor):
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
             return
         watched = self._watch.setdefault(job.id, _Watched())
+        self._submitting.add(job.id)  # not stored yet: not "lost" either (see _report_lost)
         try:
             state = await self._submit_remote(job)
         except Exception as exc:
@@ -237,6 +242,8 @@ class CeleryExecutor(Executor):
             self._outbox[job.id] = job  # the loop sends it as soon as redis answers
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
             return
+        finally:
+            self._submitting.discard(job.id)
         if state == "queued":
             await self._announce(job.id, force=True)
         elif state == "running":
@@ -395,6 +402,8 @@ class CeleryExecutor(Executor):
                 await client.xgroup_create(stream, EVENT_GROUP, id="0", mkstream=True)
         if not self._watch:
             await self._adopt_unfinished()
+        else:
+            await self._report_lost()
         if not self._durations_loaded:
             await self._load_durations()
             self._durations_loaded = True
@@ -422,6 +431,25 @@ class CeleryExecutor(Executor):
             self._watch.setdefault(job_id, _Watched("queued"))
         for job_id in running:
             self._watch.setdefault(job_id, _Watched("running", 0))
+
+    async def _report_lost(self) -> None:
+        """Fail, as retryable, the watched jobs whose record is gone.
+
+        Redis lost its data (it ran without its append-only file, was flushed, or
+        evicted keys under ``maxmemory``): the job's inputs went with the record, so
+        no worker can run it and none will report on it.  The caller still has the
+        inputs and can submit the job again; without this its user would wait forever.
+        """
+        ids = [job_id for job_id in self._watch if job_id not in self._outbox and job_id not in self._submitting]
+        if not ids:
+            return
+        pipe = self._client().pipeline(transaction=False)
+        for job_id in ids:
+            pipe.exists(self._keys.job(job_id))
+        for job_id, exists in zip(ids, await pipe.execute(), strict=True):
+            if not exists:
+                log.warning("job %s: its record is gone from redis (data lost); reporting it", job_id)
+                await self._finish(job_id, JobFailed(job_id, LOST_REASON, retryable=True))
 
     async def _flush_outbox(self) -> None:
         while self._outbox:

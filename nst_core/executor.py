@@ -94,6 +94,9 @@ class JobDone:
 
 @dataclass(frozen=True)
 class JobFailed:
+    """``retryable``: the job did not fail on its own merits (say, the queue lost it),
+    so submitting it again, with the same inputs, may well succeed."""
+
     job_id: str
     reason: str  # for the end user
     retryable: bool = False

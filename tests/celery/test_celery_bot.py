@@ -143,3 +143,24 @@ async def test_the_nst_bot_program_with_workers_paints_without_loading_torch(
         finally:
             bot.kill()
             log.close()
+
+
+async def test_a_job_whose_record_redis_lost_is_put_back_in_line_and_delivered(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """Redis without its append-only file, flushed, or evicting under maxmemory: the job's record
+    and inputs are gone, no worker will report on it, and its user used to wait for good."""
+    await runner.start(CeleryExecutor(redis_server.url, steps=(40,)))
+    alice = tg.user(107, "Alice", username="alice")
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, bh.image_bytes(seed=7), caption="starry-night")
+    await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=30)
+
+    redis_server.client().flushall()  # everything: the job, its inputs, the event stream, Celery's queue
+
+    await bh.wait_text(tg, chat["id"], "put it back in line", method="editMessageText", timeout=30)
+    (result,) = await bh.wait_photo(tg, chat["id"], timeout=90)
+    assert bh.reply_to(result) == bh.msg_id(photo)
+    await bh.settle(1.0)
+    assert photos_in(tg, chat["id"]) == 1
+    await wait_idle(redis_server.client())
