@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 from collections.abc import Awaitable
 from typing import Any
 
@@ -111,6 +112,8 @@ def default_executor(config: BotConfig) -> Executor:
         return CeleryExecutor(config.redis_url, timeout_s=config.job_timeout_s)
     from nst_core.executor import LocalExecutor
 
+    if config.cpu_bf16 is not None:  # the engine reads the process environment; .env may have set it
+        os.environ["NST_CPU_BF16"] = "1" if config.cpu_bf16 else "0"
     return LocalExecutor(
         None if config.device == "auto" else config.device,
         timeout_s=config.job_timeout_s,

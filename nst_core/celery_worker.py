@@ -434,10 +434,11 @@ def _warm_up(device: str) -> float:
     """Load VGG19 onto the device and run it once; returns seconds spent."""
     import torch
 
+    from nst_core.device import compute_dtype
     from nst_core.vgg import cached_features
 
     started = time.monotonic()
-    model = cached_features(device)
+    model = cached_features(device, dtype=compute_dtype(device))  # the one stylize will use
     with torch.no_grad():
         model(torch.rand(1, 3, 64, 64, device=device))
     return time.monotonic() - started

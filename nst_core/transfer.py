@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -67,6 +67,8 @@ class StylizeProgress:
     elapsed: float
     eta: float | None  # seconds left, estimated from the cost of the steps done so far
     fraction: float  # 0..1, weighted by the cost (pixels) of each step
+    #: The image just evaluated, (1, 3, H, W) float32, not clamped; shared, not copied.
+    image: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +368,7 @@ def _optimize(
     start: torch.Tensor,
     steps: int,
     optimizer: Optimizer,
-    on_step: Callable[[torch.Tensor, dict[str, float]], None],
+    on_step: Callable[[torch.Tensor, dict[str, float], torch.Tensor], None],
     cancel: CancelCheck | None,
     use_amp: bool,
 ) -> torch.Tensor:
@@ -375,10 +377,11 @@ def _optimize(
     def evaluate(levels: list[torch.Tensor]) -> torch.Tensor:
         if _is_cancelled(cancel):
             raise Cancelled()
+        x = pyramid_join(levels)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-            loss, parts = loss_fn(pyramid_join(levels))
+            loss, parts = loss_fn(x)
         loss.backward()
-        on_step(loss, parts)
+        on_step(loss, parts, x.detach())
         return loss
 
     # One evaluation in image units sizes the parametrisation.  L-BFGS's first
@@ -453,7 +456,7 @@ def stylize(
     objective = objective or default_objective(settings.strength, settings.tv_weight)
     schedule = plan(out_size, settings.quality, steps)
 
-    model = cached_features(dev)
+    model = cached_features(dev, dtype=devices.compute_dtype(dev))
     use_amp = dev.startswith("cuda")
     if use_amp:
         torch.backends.cudnn.benchmark = True
@@ -485,7 +488,10 @@ def stylize(
             if x is None and settings.seed:
                 start = _with_seeded_noise(start, settings.seed)
 
-            def on_step(loss: torch.Tensor, parts: dict[str, float], index: int = index, scale: Scale = scale) -> None:
+            def on_step(
+                loss: torch.Tensor, parts: dict[str, float], image: torch.Tensor,
+                index: int = index, scale: Scale = scale,
+            ) -> None:  # fmt: skip
                 done["steps"] += 1
                 done["cost"] += scale.pixels
                 if progress is None:
@@ -496,6 +502,7 @@ def stylize(
                 progress(StylizeProgress(
                     index, len(schedule), scale.width, scale.height, done["steps"], total_steps,
                     float(loss.detach()), parts["content"], parts["style"], parts["tv"], elapsed, eta, fraction,
+                    image,
                 ))
 
             x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel, use_amp)

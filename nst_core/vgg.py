@@ -137,6 +137,9 @@ class VGGFeatures(nn.Module):
         last = max(LAYER_INDEX[name] for name in wanted)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(x)
+        dtype = self.net[0].weight.dtype
+        if x.dtype != dtype:  # a bfloat16 network (see cached_features): cast after normalising in float32
+            x = x.to(dtype, memory_format=torch.channels_last)
         for i, module in enumerate(self.net):
             if i > last:
                 break
@@ -147,9 +150,16 @@ class VGGFeatures(nn.Module):
 
 
 @functools.lru_cache(maxsize=4)
-def cached_features(device: str, weights: str = "caffe") -> VGGFeatures:
-    """One warm model per device and weights, shared by every job in the process."""
+def cached_features(device: str, weights: str = "caffe", dtype: torch.dtype = torch.float32) -> VGGFeatures:
+    """One warm model per device, weights and dtype, shared by every job in the process.
+
+    ``dtype`` bfloat16 (a CPU with native bfloat16, see ``device.compute_dtype``)
+    converts the convolutions, not the normalisation buffers; the features come
+    out in bfloat16 and the losses turn them back into float32.
+    """
     model = VGGFeatures(CONTENT_LAYERS + STYLE_LAYERS, weights=weights).to(device)
-    if device.startswith("cuda"):
+    if dtype != torch.float32:
+        model.net.to(dtype)
+    if device.startswith("cuda") or dtype != torch.float32:
         model = model.to(memory_format=torch.channels_last)
     return model

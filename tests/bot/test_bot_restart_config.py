@@ -104,6 +104,28 @@ def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         load_config()
 
 
+def test_cpu_precision_set_in_dot_env_reaches_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The engine reads NST_CPU_BF16 from the process environment, which a .env file does not touch."""
+    from bot.app import default_executor
+    from nst_core import device
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    before = os.environ.pop("NST_CPU_BF16", None)  # the process environment would win over .env
+    try:
+        for flag, expected in (("0", "float32"), ("1", "bfloat16")):
+            os.environ.pop("NST_CPU_BF16", None)  # as in a fresh process
+            (tmp_path / ".env").write_text(f"NST_CPU_BF16={flag}\n")
+            default_executor(load_config())
+            device.cpu_has_native_bf16.cache_clear()
+            assert str(device.compute_dtype("cpu")) == f"torch.{expected}"
+    finally:  # default_executor wrote to os.environ itself
+        os.environ.pop("NST_CPU_BF16", None)
+        if before is not None:
+            os.environ["NST_CPU_BF16"] = before
+        device.cpu_has_native_bf16.cache_clear()
+
+
 async def test_token_never_reaches_the_logs(
     tg: FakeTelegram, bot: BotRunner, alice: dict, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -87,7 +87,19 @@ def test_pyramid_round_trip_is_exact():
     assert torch.allclose(pyramid_join(levels), x, atol=1e-6)
 
 
-def test_output_is_closer_in_style_to_the_painting_than_the_photo_is(cat, starry):
+@pytest.fixture(params=["float32", "bfloat16"])
+def cpu_precision(request, monkeypatch):
+    """Both CPU paths, whatever this CPU would pick (bfloat16 is emulated, slowly, without AMX)."""
+    from nst_core import device
+
+    monkeypatch.setenv("NST_CPU_BF16", "1" if request.param == "bfloat16" else "0")
+    device.cpu_has_native_bf16.cache_clear()
+    assert device.compute_dtype("cpu") == getattr(torch, request.param)
+    yield request.param
+    device.cpu_has_native_bf16.cache_clear()
+
+
+def test_output_is_closer_in_style_to_the_painting_than_the_photo_is(cat, starry, cpu_precision):
     out = stylize(cat, [starry], StyleSettings(size=SIZE, quality="fast"))
     assert out.size == cat.size
     _, style_before = measure(cat, cat, starry)

@@ -4,7 +4,16 @@ import pytest
 import torch
 from torchvision.models import vgg19
 
-from nst_core.vgg import TORCHVISION_WEIGHTS_FILE, VGGFeatures, WeightsError, load_caffe_state_dict
+from nst_core import device
+from nst_core.transfer import gram
+from nst_core.vgg import (
+    STYLE_LAYERS,
+    TORCHVISION_WEIGHTS_FILE,
+    VGGFeatures,
+    WeightsError,
+    cached_features,
+    load_caffe_state_dict,
+)
 
 
 def test_caffe_weights_are_dequantised_into_torchvision_layout():
@@ -34,3 +43,27 @@ def test_torchvision_weights_come_only_from_the_cache(tmp_path, monkeypatch):
     model = VGGFeatures(["relu1_1"], weights="torchvision")
     assert not model.bgr  # ImageNet mean/std in RGB, not Caffe's BGR 0-255
     assert model(torch.rand(1, 3, 16, 16))["relu1_1"].shape == (1, 64, 16, 16)
+
+
+def test_bfloat16_features_keep_the_statistics_the_losses_use():
+    """The CPU's bfloat16 path changes speed, not what the objective sees (to within ~1 %)."""
+    x = torch.rand(1, 3, 64, 80)
+    exact = cached_features("cpu")(x)
+    fast = cached_features("cpu", dtype=torch.bfloat16)(x)
+    assert all(f.dtype == torch.bfloat16 for f in fast.values())
+    for layer in STYLE_LAYERS:
+        error = (gram(fast[layer]) - gram(exact[layer])).norm() / gram(exact[layer]).norm()
+        assert error < 0.03, (layer, float(error))
+    content_error = (fast["relu4_2"].float() - exact["relu4_2"]).norm() / exact["relu4_2"].norm()
+    assert content_error < 0.05
+
+
+@pytest.mark.parametrize(("flag", "expected"), [("1", torch.bfloat16), ("0", torch.float32)])
+def test_cpu_precision_can_be_forced_either_way(monkeypatch, flag, expected):
+    monkeypatch.setenv("NST_CPU_BF16", flag)
+    device.cpu_has_native_bf16.cache_clear()
+    try:
+        assert device.compute_dtype("cpu") == expected
+        assert device.compute_dtype("cuda") == torch.float32  # CUDA autocasts float32 weights instead
+    finally:
+        device.cpu_has_native_bf16.cache_clear()
