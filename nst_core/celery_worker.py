@@ -60,6 +60,11 @@ T = TypeVar("T")
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+def _waits_out(exc: BaseException) -> bool:
+    """Redis is unreachable or refuses writes for now: retry or skip, never fail the job for it."""
+    return isinstance(exc, TRANSIENT) or refuses_writes(exc)
+
+
 def safe_url(url: str) -> str:
     """``url`` without its password, for messages."""
     parts = urllib.parse.urlsplit(url)
@@ -299,7 +304,7 @@ class WorkerRuntime:
         try:
             self.beat()
         except Exception as exc:  # the heartbeat thread beats again soon
-            if not (isinstance(exc, TRANSIENT) or refuses_writes(exc)):
+            if not _waits_out(exc):
                 raise
         finish: list[Any]
         deadline: float | None = None
@@ -358,7 +363,7 @@ class WorkerRuntime:
             try:  # progress is best effort: a report Redis cannot take must not fail the painting
                 self._progress(keys=self.keys.for_job(job_id), args=[job_id, time.time(), f"{fraction:.4f}", eta])
             except Exception as exc:
-                if not (isinstance(exc, TRANSIENT) or refuses_writes(exc)):
+                if not _waits_out(exc):
                     raise
 
         return report
