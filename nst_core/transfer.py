@@ -388,7 +388,12 @@ def _optimize(
     # step is a unit step along the parameters' gradient; scaling the
     # parameters by alpha = loss·|g|₁/|g|² turns it into a fraction of Polyak's
     # step (loss/|g|²) instead of torch's tiny default, which wastes ~3 steps.
-    levels = [p.detach().clone().requires_grad_(True) for p in pyramid_split(start, PYRAMID_LEVELS)]
+    # L-BFGS flattens parameters and gradients with view(), so they must be in the
+    # standard layout; the model turns them channels-last where it runs so.
+    levels = [
+        p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+        for p in pyramid_split(start, PYRAMID_LEVELS)
+    ]
     loss0 = evaluate(levels).detach()
     g1 = sum(float(p.grad.abs().sum()) for p in levels)
     g2 = sum(float(p.grad.square().sum()) for p in levels)

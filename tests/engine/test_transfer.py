@@ -219,3 +219,23 @@ def test_a_seed_gives_another_variant_and_the_same_seed_the_same_one(cat, starry
     assert (first - other).abs().mean() > 0.01, "another seed must give another variant"
     assert (first - plain).abs().mean() > 0.01
     assert torch.equal(plain, paint(0)), "without a seed the picture depends on the inputs only"
+
+
+def test_lbfgs_takes_a_start_in_channels_last_layout(cat, starry):
+    """On CUDA images arrive channels-last; L-BFGS flattens parameters with view().
+
+    Before the fix every GPU job failed here ("view size is not compatible with
+    input tensor's size and stride"), which no CPU run showed.
+    """
+    from nst_core.settings import Optimizer
+    from nst_core.transfer import _optimize
+
+    content, style = to_tensor(cat), to_tensor(starry)
+    loss_fn = Loss(cached_features("cpu"), default_objective(5), content, [style], [1.0])
+    losses: list[float] = []
+    start = content.contiguous(memory_format=torch.channels_last)
+    x = _optimize(loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss)),
+                  None, use_amp=False)
+    assert x.shape == content.shape and len(losses) == 4
+    assert losses[-1] < losses[0]
+
