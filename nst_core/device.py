@@ -59,12 +59,24 @@ def cpu_has_native_bf16() -> bool:
 def compute_dtype(device: str) -> torch.dtype:
     """The dtype of the VGG weights and activations on ``device``.
 
-    Gram matrices, losses and the image itself stay float32 everywhere.  CUDA keeps
-    float32 weights and runs the convolutions under float16 autocast instead.
+    Gram matrices, losses and the image itself stay float32 everywhere.
     """
-    if device == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
+    if device == "cpu":
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if device.startswith("cuda"):
+        return cuda_dtype(torch.cuda.get_device_capability(torch.device(device)))
     return torch.float32
+
+
+def cuda_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """bfloat16 on GPUs with bfloat16 tensor cores (Ampere, compute capability 8.0, and later).
+
+    Not float16: VGG's activations on 0-255 Caffe inputs exceed its range once
+    L-BFGS's line search tries a bold step, and the run dies on an infinite loss
+    (seen on an H200, benchmarks/RESULTS.md).  bfloat16 has float32's range at
+    float16's speed; older GPUs keep float32.
+    """
+    return torch.bfloat16 if capability >= (8, 0) else torch.float32
 
 
 @functools.lru_cache(maxsize=8)

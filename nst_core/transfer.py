@@ -23,6 +23,7 @@ weights works at every resolution and for every painting.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -78,7 +79,7 @@ class StylizeProgress:
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Channel co-activations averaged over positions: resolution-independent.
 
-    Computed in float32 even under autocast: half-precision sums over a
+    Computed in float32 even when the network runs in bfloat16: half-precision sums over a
     million positions overflow.
     """
     n, c, h, w = features.shape
@@ -370,7 +371,6 @@ def _optimize(
     optimizer: Optimizer,
     on_step: Callable[[torch.Tensor, dict[str, float], torch.Tensor], None],
     cancel: CancelCheck | None,
-    use_amp: bool,
 ) -> torch.Tensor:
     """Run ``steps`` evaluations of ``loss_fn`` from ``start``; returns the image."""
 
@@ -378,8 +378,9 @@ def _optimize(
         if _is_cancelled(cancel):
             raise Cancelled()
         x = pyramid_join(levels)
-        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-            loss, parts = loss_fn(x)
+        loss, parts = loss_fn(x)
+        if not math.isfinite(float(loss.detach())):  # L-BFGS would fail later, and cryptically
+            raise StylizeError("the painting diverged (the loss is not finite); please try again")
         loss.backward()
         on_step(loss, parts, x.detach())
         return loss
@@ -462,13 +463,9 @@ def stylize(
     schedule = plan(out_size, settings.quality, steps)
 
     model = cached_features(dev, dtype=devices.compute_dtype(dev))
-    use_amp = dev.startswith("cuda")
-    if use_amp:
-        torch.backends.cudnn.benchmark = True
 
     def tensor(img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
-        t = to_tensor(resize(img, size)).to(dev)
-        return t.contiguous(memory_format=torch.channels_last) if use_amp else t
+        return to_tensor(resize(img, size)).to(dev)
 
     started = time.monotonic()
     total_cost = sum(s.steps * s.pixels for s in schedule)
@@ -487,7 +484,7 @@ def stylize(
                 # luminance matched to the photo's; the photo's chroma goes back at the end.
                 target = luminance_only(photo)
                 style_ts = [luminance_only(s, like=photo) for s in style_ts]
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            with torch.no_grad():
                 loss_fn = Loss(model, objective, target, style_ts, blend)
             start = _initial_image(target, style_ts[0], x)
             if x is None and settings.seed:
@@ -510,7 +507,7 @@ def stylize(
                     image,
                 ))
 
-            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel, use_amp)
+            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel)
             del loss_fn
     except torch.cuda.OutOfMemoryError:
         raise StylizeError("the image was too large for the GPU's memory; try a smaller size") from None

@@ -235,7 +235,19 @@ def test_lbfgs_takes_a_start_in_channels_last_layout(cat, starry):
     losses: list[float] = []
     start = content.contiguous(memory_format=torch.channels_last)
     x = _optimize(loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss)),
-                  None, use_amp=False)
+                  None)
     assert x.shape == content.shape and len(losses) == 4
     assert losses[-1] < losses[0]
 
+
+def test_a_diverging_run_stops_with_a_message_instead_of_a_torch_error(cat):
+    """A non-finite loss (float16 overflow did it on a GPU) used to end in L-BFGS's
+    "value cannot be converted to type float without overflow"."""
+    from nst_core.settings import Optimizer
+    from nst_core.transfer import _optimize
+
+    def overflowing(x: torch.Tensor):
+        return x.sum() * float("inf"), {"content": 0.0, "style": 0.0, "tv": 0.0}
+
+    with pytest.raises(StylizeError, match="diverged"):
+        _optimize(overflowing, to_tensor(cat), 5, Optimizer.LBFGS, lambda *args: None, None)

@@ -64,6 +64,15 @@ def test_cpu_precision_can_be_forced_either_way(monkeypatch, flag, expected):
     device.cpu_has_native_bf16.cache_clear()
     try:
         assert device.compute_dtype("cpu") == expected
-        assert device.compute_dtype("cuda") == torch.float32  # CUDA autocasts float32 weights instead
     finally:
         device.cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize(("capability", "expected"), [
+    ((6, 1), torch.float32),  # Pascal: no bfloat16 tensor cores
+    ((7, 5), torch.float32),  # Turing
+    ((8, 0), torch.bfloat16),  # Ampere
+    ((9, 0), torch.bfloat16),  # Hopper
+])
+def test_gpus_with_bfloat16_tensor_cores_use_them(capability, expected):
+    assert device.cuda_dtype(capability) == expected
