@@ -55,6 +55,26 @@ def test_gram_is_independent_of_resolution():
     assert torch.allclose(gram(f), gram(tiled), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_gradient_is_the_plain_autograd_one(dtype, layout):
+    """The hand-written backward (one product instead of two) against autograd's own."""
+    torch.manual_seed(0)
+    f = torch.randn(1, 16, 9, 13).to(dtype).contiguous(memory_format=layout).requires_grad_(True)
+    weights = torch.randn(16, 16)
+
+    def plain(t: torch.Tensor) -> torch.Tensor:
+        m = t.float().reshape(1, 16, 9 * 13)
+        return m @ m.transpose(1, 2) / (9 * 13)
+
+    (mine,) = torch.autograd.grad((gram(f) * weights).sum(), f)
+    (theirs,) = torch.autograd.grad((plain(f) * weights).sum(), f)
+    assert torch.allclose(gram(f), plain(f), rtol=1e-5, atol=1e-6)
+    assert mine.dtype == dtype and mine.is_contiguous(memory_format=layout)
+    error = (mine.float() - theirs.float()).norm() / theirs.float().norm()
+    assert error < (1e-6 if dtype == torch.float32 else 1e-2)
+
+
 def test_losses_vanish_at_their_targets(cat):
     model = cached_features("cpu")
     x = to_tensor(cat)
