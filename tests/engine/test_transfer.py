@@ -254,7 +254,7 @@ def test_lbfgs_takes_a_start_in_channels_last_layout(cat, starry):
     loss_fn = Loss(cached_features("cpu"), default_objective(5), content, [style], [1.0])
     losses: list[float] = []
     start = content.contiguous(memory_format=torch.channels_last)
-    x = _optimize(loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss)),
+    x = _optimize(loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss.detach())),
                   None)
     assert x.shape == content.shape and len(losses) == 4
     assert losses[-1] < losses[0]
