@@ -47,7 +47,7 @@ t0 = time.perf_counter()
 img = stylize(Image.open(".gpu/chelsea-cat.png"), [Image.open(".gpu/starry-night.jpg")], device=os.environ.get("DEVICE", "cuda"), steps=(3, 3))
 if torch.cuda.is_available():
     torch.cuda.synchronize()
-print(f"smoke: {img.size} in {time.perf_counter() - t0:.1f} s (CUDA start and cuDNN autotuning included)")
+print(f"smoke: {img.size} in {time.perf_counter() - t0:.1f} s (CUDA start included)")
 PY
 e2e=()
 # shellcheck disable=SC2206  # E2E_QUALITIES is a list

@@ -77,13 +77,13 @@ class StylizeProgress:
 
 
 class _Gram(torch.autograd.Function):
-    """``a @ aᵀ`` in float32, with a backward pass that costs a sixth of autograd's.
+    """``a @ aᵀ`` in float32, with a backward pass a fraction of the cost of autograd's.
 
     Autograd treats ``a`` and ``aᵀ`` as two inputs: two matrix products and a sum.
     The Gram matrix is symmetric, so the gradient is ``(g + gᵀ) @ a``, one product,
     computed in ``a``'s dtype and memory layout: for a bfloat16 network that is the
     gradient it needs, with no float32 copy of the features kept and no conversion
-    after.  On a CPU the style terms drop from a sixth of a step to a twentieth
+    after.  On a CPU the style terms drop from a sixth of a step to under a tenth
     (benchmarks/RESULTS.md).
     """
 
