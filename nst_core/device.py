@@ -81,10 +81,10 @@ def cuda_dtype(capability: tuple[int, int]) -> torch.dtype:
 
 @functools.lru_cache(maxsize=8)
 def describe_device(device: str) -> str:
+    precision = ", bfloat16 convolutions" if compute_dtype(device) == torch.bfloat16 else ""
     if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))}{precision})"
     if device == "cpu":
-        precision = ", bfloat16 convolutions" if compute_dtype(device) == torch.bfloat16 else ""
         return f"cpu ({torch.get_num_threads()} threads{precision})"
     return device
 

@@ -153,9 +153,10 @@ class VGGFeatures(nn.Module):
 def cached_features(device: str, weights: str = "caffe", dtype: torch.dtype = torch.float32) -> VGGFeatures:
     """One warm model per device, weights and dtype, shared by every job in the process.
 
-    ``dtype`` bfloat16 (a CPU with native bfloat16, see ``device.compute_dtype``)
-    converts the convolutions, not the normalisation buffers; the features come
-    out in bfloat16 and the losses turn them back into float32.
+    ``dtype`` bfloat16 (a CPU or GPU that computes it in hardware, see
+    ``device.compute_dtype``) converts the convolutions, not the normalisation
+    buffers; the features come out in bfloat16 and the losses turn them back
+    into float32.
     """
     model = VGGFeatures(CONTENT_LAYERS + STYLE_LAYERS, weights=weights).to(device)
     if dtype != torch.float32:
