@@ -114,6 +114,8 @@ def default_executor(config: BotConfig) -> Executor:
 
     if config.cpu_bf16 is not None:  # the engine reads the process environment; .env may have set it
         os.environ["NST_CPU_BF16"] = "1" if config.cpu_bf16 else "0"
+    if not config.cuda_graphs:
+        os.environ["NST_CUDA_GRAPHS"] = "0"
     return LocalExecutor(
         None if config.device == "auto" else config.device,
         timeout_s=config.job_timeout_s,

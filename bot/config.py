@@ -60,6 +60,7 @@ class BotConfig(BaseSettings):
     device: str = Field(default="auto", validation_alias=_env("NST_DEVICE"))
     torch_threads: int | None = Field(default=None, ge=1, validation_alias=_env("NST_TORCH_THREADS"))
     cpu_bf16: bool | None = Field(default=None, validation_alias=_env("NST_CPU_BF16"))  # None: by the CPU
+    cuda_graphs: bool = Field(default=True, validation_alias=_env("NST_CUDA_GRAPHS"))
     executor: Literal["local", "celery"] = Field(default="local", validation_alias=_env("NST_EXECUTOR"))
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
 

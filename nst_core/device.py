@@ -79,6 +79,17 @@ def cuda_dtype(capability: tuple[int, int]) -> torch.dtype:
     return torch.bfloat16 if capability >= (8, 0) else torch.float32
 
 
+def use_cuda_graphs(device: str) -> bool:
+    """Whether the optimisation steps on ``device`` replay a recorded CUDA graph.
+
+    On a GPU a step at bot sizes is bound by Python launching some 300 small
+    kernels, not by the GPU (benchmarks/RESULTS.md); a graph launches them all at
+    once.  ``NST_CUDA_GRAPHS=0`` turns it off (read per job, so a test or a
+    benchmark can compare both in one process).
+    """
+    return device.startswith("cuda") and os.environ.get("NST_CUDA_GRAPHS", "1").strip() != "0"
+
+
 @functools.lru_cache(maxsize=8)
 def describe_device(device: str) -> str:
     precision = ", bfloat16 convolutions" if compute_dtype(device) == torch.bfloat16 else ""

@@ -16,6 +16,9 @@ What makes it fast is the route to the optimum, not the objective:
 * **A Laplacian-pyramid parametrisation.** L-BFGS starts from an identity
   Hessian guess, which in pixel space makes low frequencies crawl; optimising
   the pyramid's levels instead moves them at the pace of the fine ones.
+* **On a GPU, one launch per step.** Each evaluation is recorded once as a CUDA
+  graph and replayed: launching its kernels one by one from Python cost more than
+  the GPU's work.
 
 Losses are normalised by the energy of their targets, so one set of default
 weights works at every resolution and for every painting.
@@ -23,6 +26,7 @@ weights works at every resolution and for every painting.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -38,6 +42,8 @@ from nst_core import device as devices
 from nst_core.images import fit_area, fit_long_side, open_image, resize
 from nst_core.settings import Optimizer, Quality, StyleSettings
 from nst_core.vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, cached_features
+
+log = logging.getLogger(__name__)
 
 ImageInput = Image.Image | bytes | str | Path
 CancelCheck = threading.Event | Callable[[], bool]
@@ -180,25 +186,29 @@ class Loss(torch.nn.Module):
             for k, v in self.gram_targets.items()
         }
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective and its parts, as tensors: reading them would wait for the GPU."""
         obj = self.objective
         feats = self.model(x, obj.layers)
+        zero = torch.zeros((), device=x.device)
         content = sum(
-            w * self.content_scale[k] * F.mse_loss(feats[k].float(), self.content_targets[k])
-            for k, w in obj.content_layers.items()
+            (w * self.content_scale[k] * F.mse_loss(feats[k].float(), self.content_targets[k])
+             for k, w in obj.content_layers.items()),
+            zero,
         )
         style = sum(
-            w * self.style_scale[k] * F.mse_loss(gram(feats[k]), self.gram_targets[k])
-            for k, w in obj.style_layers.items()
+            (w * self.style_scale[k] * F.mse_loss(gram(feats[k]), self.gram_targets[k])
+             for k, w in obj.style_layers.items()),
+            zero,
         )
         total = content + style
-        tv = torch.zeros((), device=x.device)
+        tv = zero
         if obj.tv_weight:
             tv = obj.tv_weight * (
                 (x[..., 1:, :] - x[..., :-1, :]).square().mean() + (x[..., :, 1:] - x[..., :, :-1]).square().mean()
             )
             total = total + tv
-        return total, {"content": float(content.detach()), "style": float(style.detach()), "tv": float(tv.detach())}
+        return total, {"content": content.detach(), "style": style.detach(), "tv": tv.detach()}
 
 
 # ---------------------------------------------------------------------------
@@ -393,6 +403,55 @@ def _with_seeded_noise(start: torch.Tensor, seed: int) -> torch.Tensor:
     return (start + noise.to(start.device, start.dtype)).clamp(0, 1)
 
 
+Evaluation = tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]  # image, loss, parts
+
+
+def _evaluate(loss_fn: Loss, params: Sequence[torch.Tensor], alpha: float) -> Evaluation:
+    """The image the parameters stand for, its objective, and the gradient left in ``params``."""
+    for q in params:
+        q.grad = None
+    x = pyramid_join([q * alpha for q in params])
+    loss, parts = loss_fn(x)
+    loss.backward()
+    return x.detach(), loss.detach(), parts
+
+
+class _GraphedEvaluation:
+    """``_evaluate`` recorded once as a CUDA graph and replayed at every step.
+
+    On a GPU a step at bot sizes costs what launching ~300 small kernels from
+    Python costs, several times the GPU's own work (benchmarks/RESULTS.md); a
+    replay launches them all at once.  The optimiser changes the parameters in
+    place, so the graph reads them where they are, and each replay overwrites the
+    same gradient, image and loss tensors.
+    """
+
+    def __init__(self, loss_fn: Loss, params: Sequence[torch.Tensor], alpha: float) -> None:
+        # No warm-up run on a side stream, as torch's docs suggest: the optimiser's
+        # first evaluation, eager, has already initialised what is lazy at these
+        # shapes, and a side stream kept 0.7-2 GB more GPU memory cached for nothing
+        # (benchmarks/RESULTS.md).  A capture that fails anyway falls back to eager steps.
+        for q in params:
+            q.grad = None  # the recorded backward then allocates the gradients in the graph's memory
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.outputs = _evaluate(loss_fn, params, alpha)
+
+    def __call__(self) -> Evaluation:
+        self.graph.replay()
+        return self.outputs
+
+
+def _evaluator(loss_fn: Loss, params: list[torch.Tensor], alpha: float, graphed: bool) -> Callable[[], Evaluation]:
+    """A replayed CUDA graph where asked and possible, else plain eager evaluation."""
+    if graphed:
+        try:
+            return _GraphedEvaluation(loss_fn, params, alpha)
+        except RuntimeError as exc:  # an op this torch cannot record: slower, still right
+            log.warning("CUDA graph capture failed, evaluating step by step instead: %s", exc)
+    return lambda: _evaluate(loss_fn, params, alpha)
+
+
 def _optimize(
     loss_fn: Loss,
     start: torch.Tensor,
@@ -400,20 +459,22 @@ def _optimize(
     optimizer: Optimizer,
     on_step: Callable[[torch.Tensor, dict[str, float], torch.Tensor], None],
     cancel: CancelCheck | None,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor:
-    """Run ``steps`` evaluations of ``loss_fn`` from ``start``; returns the image."""
+    """Run ``steps`` evaluations of ``loss_fn`` from ``start``; returns the image.
 
-    def evaluate(levels: list[torch.Tensor]) -> torch.Tensor:
-        if _is_cancelled(cancel):
-            raise Cancelled()
-        x = pyramid_join(levels)
-        loss, parts = loss_fn(x)
-        if not math.isfinite(float(loss.detach())):  # L-BFGS would fail later, and cryptically
+    With ``cuda_graphs`` every evaluation after the first replays a CUDA graph.
+    """
+
+    def report(x: torch.Tensor, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        values = [float(v) for v in (loss, *parts.values())]  # one wait for the device, then cheap reads
+        if not math.isfinite(values[0]):  # L-BFGS would fail later, and cryptically
             raise StylizeError("the painting diverged (the loss is not finite); please try again")
-        loss.backward()
-        on_step(loss, parts, x.detach())
+        on_step(loss, dict(zip(parts, values[1:], strict=True)), x)
         return loss
 
+    if _is_cancelled(cancel):
+        raise Cancelled()
     # One evaluation in image units sizes the parametrisation.  L-BFGS's first
     # step is a unit step along the parameters' gradient; scaling the
     # parameters by alpha = loss·|g|₁/|g|² turns it into a fraction of Polyak's
@@ -424,7 +485,7 @@ def _optimize(
         p.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
         for p in pyramid_split(start, PYRAMID_LEVELS)
     ]
-    loss0 = evaluate(levels).detach()
+    loss0 = report(*_evaluate(loss_fn, levels, 1.0))
     g1 = sum(float(p.grad.abs().sum()) for p in levels)
     g2 = sum(float(p.grad.square().sum()) for p in levels)
     alpha = FIRST_STEP * float(loss0) * g1 / g2 if g2 > 0 else 1.0
@@ -435,14 +496,17 @@ def _optimize(
         q = (p.detach() / alpha).requires_grad_(True)
         q.grad = p.grad * alpha
         params.append(q)
-    first = [loss0]  # the evaluation above is the optimizer's first one
+    first = [loss0.clone()]  # the evaluation above is the optimizer's first one
+    evaluate: list[Callable[[], Evaluation]] = []  # made at the second evaluation, after the first gradient is read
 
     def closure() -> torch.Tensor:
         if first:
             return first.pop()
-        for q in params:
-            q.grad = None
-        return evaluate([q * alpha for q in params]).detach()
+        if _is_cancelled(cancel):
+            raise Cancelled()
+        if not evaluate:
+            evaluate.append(_evaluator(loss_fn, params, alpha, cuda_graphs))
+        return report(*evaluate[0]()).clone()  # L-BFGS keeps the first loss; a replay overwrites it
 
     if steps > 1:
         if optimizer is Optimizer.LBFGS:
@@ -536,7 +600,8 @@ def stylize(
                     image,
                 ))
 
-            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel)
+            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel,
+                          cuda_graphs=devices.use_cuda_graphs(dev))
             del loss_fn
     except torch.cuda.OutOfMemoryError:
         raise StylizeError("the image was too large for the GPU's memory; try a smaller size") from None

@@ -126,6 +126,21 @@ def test_cpu_precision_set_in_dot_env_reaches_the_engine(monkeypatch: pytest.Mon
         device.cpu_has_native_bf16.cache_clear()
 
 
+def test_cuda_graphs_turned_off_in_dot_env_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from bot.app import default_executor
+    from nst_core import device
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    monkeypatch.setenv("NST_CUDA_GRAPHS", "1")  # records the variable's state, to be restored after the test
+    monkeypatch.delenv("NST_CUDA_GRAPHS")  # as in a fresh process
+    default_executor(load_config())
+    assert device.use_cuda_graphs("cuda")
+    (tmp_path / ".env").write_text("NST_CUDA_GRAPHS=0\n")
+    default_executor(load_config())
+    assert not device.use_cuda_graphs("cuda")
+
+
 async def test_token_never_reaches_the_logs(
     tg: FakeTelegram, bot: BotRunner, alice: dict, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -76,3 +76,11 @@ def test_cpu_precision_can_be_forced_either_way(monkeypatch, flag, expected):
 ])
 def test_gpus_with_bfloat16_tensor_cores_use_them(capability, expected):
     assert device.cuda_dtype(capability) == expected
+
+
+def test_only_cuda_replays_graphs_and_the_environment_can_turn_it_off(monkeypatch):
+    monkeypatch.delenv("NST_CUDA_GRAPHS", raising=False)
+    assert device.use_cuda_graphs("cuda") and device.use_cuda_graphs("cuda:1")
+    assert not device.use_cuda_graphs("cpu") and not device.use_cuda_graphs("mps")
+    monkeypatch.setenv("NST_CUDA_GRAPHS", "0")
+    assert not device.use_cuda_graphs("cuda")
