@@ -138,7 +138,7 @@ QUALITIES = ("fast", "balanced", "best")
 
 
 def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanced",), repeats: int = 3,
-               cudnn_benchmark: tuple[bool, ...] = (False,)) -> dict:
+               cudnn_benchmark: tuple[bool, ...] = (False,), cuda_graphs: tuple[bool, ...] = (True,)) -> dict:
     """Default 512 px stylizations, model warm, from file bytes to JPEG bytes (the GPU target).
 
     A bot job pays for a new photo size, so the median of ``repeats`` warm runs
@@ -146,19 +146,24 @@ def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanc
     photo cropped a little), and a per-scale split of one warm run says where
     the time goes.  On CUDA, ``cudnn_benchmark`` compares cuDNN's autotuner,
     which times every algorithm for each new convolution shape, with its
-    heuristics (the engine's choice).
+    heuristics (the engine's choice), and ``cuda_graphs`` replaying recorded steps
+    (the engine's choice) with launching every kernel from Python.
     """
     from nst_core.executor import Job, StyleRef
     from nst_core.runner import run_job
 
     out: dict = {"device": device}
-    for tuned, quality in itertools.product(cudnn_benchmark, qualities):
+    aspects = iter((1.40, 1.45, 1.35, 1.50, 1.30, 1.55))
+    for graphs, tuned, quality in itertools.product(cuda_graphs, cudnn_benchmark, qualities):
         torch.backends.cudnn.benchmark = tuned
-        key = f"e2e_{quality}_512" + ("_cudnn_benchmark" if tuned else "")
+        os.environ["NST_CUDA_GRAPHS"] = "1" if graphs else "0"
+        key = f"e2e_{quality}_512" + ("_cudnn_benchmark" if tuned else "") + ("" if graphs else "_no_graphs")
         job = Job("bench", content.read_bytes(), (StyleRef(preset="starry-night"),),
                   StyleSettings(size=512, quality=quality))
         run_job(job, device=device, steps=(2, 2, 2))  # warm-up: model, cuDNN autotuning, preset cache
         times = []
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(repeats):
             _sync(device)
             t0 = time.perf_counter()
@@ -167,16 +172,19 @@ def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanc
             times.append(round(time.perf_counter() - t0, 3))
         out[f"{key}_seconds"] = statistics.median(times)
         out[f"{key}_runs"] = times
+        if device.startswith("cuda"):
+            out[f"{key}_peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["size"] = [result.width, result.height]
         if quality == "balanced":
-            # 512x353 (or 512x366) where the photo gives 512x341: shapes not seen yet, same cost.
-            new = dataclasses.replace(job, content=_cropped_png(content, 1.45 if tuned else 1.40))
+            # 512x366, 512x353, ... where the photo gives 512x341: shapes not seen yet, same cost.
+            new = dataclasses.replace(job, content=_cropped_png(content, next(aspects)))
             _sync(device)
             t0 = time.perf_counter()
             run_job(new, device=device)
             _sync(device)
             out[f"{key}_new_shape_seconds"] = round(time.perf_counter() - t0, 3)
             out[f"{key}_split"] = _split(content, device)
+    os.environ.pop("NST_CUDA_GRAPHS", None)
     return out
 
 
@@ -296,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="qualities timed by --e2e")
     ap.add_argument("--cudnn-benchmark", nargs="+", default=["off"], choices=["off", "on"],
                     help="CUDA: time --e2e with cuDNN's autotuner off (the engine's choice) and/or on")
+    ap.add_argument("--cuda-graphs", nargs="+", default=["on"], choices=["off", "on"],
+                    help="CUDA: time --e2e with recorded steps replayed (the engine's choice) and/or without")
     ap.add_argument("--cpu-precision", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
                     help="run the engine with each (NST_CPU_BF16), side by side against the same pastiche run")
     ap.add_argument("--json", type=Path, default=None)
@@ -315,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU {torch.cuda.get_device_name()}", flush=True)
         if args.e2e:
             runs.append(end_to_end(args.content, device, tuple(args.e2e_qualities),
-                                   cudnn_benchmark=tuple(v == "on" for v in args.cudnn_benchmark)))
+                                   cudnn_benchmark=tuple(v == "on" for v in args.cudnn_benchmark),
+                                   cuda_graphs=tuple(v == "on" for v in args.cuda_graphs)))
             print(json.dumps(runs[-1]), flush=True)
         torch.backends.cudnn.benchmark = False  # both sides below as the engine runs
     for pixels in args.pixels:

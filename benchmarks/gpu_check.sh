@@ -10,7 +10,8 @@
 #
 # It writes $OUT/gpu.json (bench_core's figures) and $OUT/gpu.log.  Overrides:
 # PYTHON, DEVICE (cuda), PIXELS ("65536 262144"), SCHEDULES ("best balanced 100"), E2E (1),
-# E2E_QUALITIES ("fast balanced best"), CUDNN_BENCHMARK ("off on").  PIXELS="" times --e2e alone.
+# E2E_QUALITIES ("fast balanced best"), CUDNN_BENCHMARK ("off on"), CUDA_GRAPHS ("on off").
+# PIXELS="" times --e2e alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -48,12 +49,43 @@ img = stylize(Image.open(".gpu/chelsea-cat.png"), [Image.open(".gpu/starry-night
 if torch.cuda.is_available():
     torch.cuda.synchronize()
 print(f"smoke: {img.size} in {time.perf_counter() - t0:.1f} s (CUDA start included)")
+
+# Replayed CUDA graphs against kernel-by-kernel steps: the same job must give the same
+# picture, up to bfloat16 rounding and the order of floating-point sums.
+from nst_core.transfer import to_tensor
+photo, painting = Image.open(".gpu/chelsea-cat.png"), Image.open(".gpu/starry-night.jpg")
+def painted(graphs):
+    os.environ["NST_CUDA_GRAPHS"] = graphs
+    losses = []
+    t0 = time.perf_counter()
+    out = stylize(photo, [painting], device=os.environ.get("DEVICE", "cuda"), steps=(20, 30),
+                  progress=lambda p: losses.append(p.loss))
+    return to_tensor(out), losses, time.perf_counter() - t0
+(a, la, ta), (b, lb, tb) = painted("1"), painted("0")
+print(f"graphs: {len(la)} steps in {ta:.2f} s, final loss {la[-1]:.5g}; step by step: {len(lb)} steps "
+      f"in {tb:.2f} s, final loss {lb[-1]:.5g}; mean pixel difference {(a - b).abs().mean():.4f}")
 PY
 e2e=()
 # shellcheck disable=SC2206  # E2E_QUALITIES is a list
-[ "${E2E:-1}" = 1 ] && e2e=(--e2e --e2e-qualities ${E2E_QUALITIES:-fast balanced best} --cudnn-benchmark ${CUDNN_BENCHMARK:-off on})
+[ "${E2E:-1}" = 1 ] && e2e=(--e2e --e2e-qualities ${E2E_QUALITIES:-fast balanced best} --cudnn-benchmark ${CUDNN_BENCHMARK:-off on} --cuda-graphs ${CUDA_GRAPHS:-on off})
 # shellcheck disable=SC2086  # PIXELS, SCHEDULES and E2E_QUALITIES are lists
 "$PYTHON" benchmarks/bench_core.py --device "${DEVICE:-cuda}" \
     --content .gpu/chelsea-cat.png --style .gpu/starry-night.jpg \
     --pixels ${PIXELS-65536 262144} --schedules ${SCHEDULES:-best balanced 100} "${e2e[@]}" \
     --json "$OUT/gpu.json" 2>&1 | tee -a "$OUT/gpu.log"
+# Last, in a process of its own: a step that cannot be recorded as a CUDA graph (here a
+# forced device sync) must fall back to kernel-by-kernel steps, not fail the job.
+"$PYTHON" - <<'PY' 2>&1 | tee -a "$OUT/gpu.log"
+import os
+from PIL import Image
+from nst_core import transfer
+plain = transfer.Loss.forward
+def syncing(self, x):
+    total, parts = plain(self, x)
+    float(total)  # waits for the device: not allowed while recording
+    return total, parts
+transfer.Loss.forward = syncing
+out = transfer.stylize(Image.open(".gpu/chelsea-cat.png"), [Image.open(".gpu/starry-night.jpg")],
+                       device=os.environ.get("DEVICE", "cuda"), steps=(3, 4))
+print("fallback after a failed capture: painted", out.size)
+PY
