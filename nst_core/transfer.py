@@ -74,7 +74,8 @@ class StylizeProgress:
     elapsed: float
     eta: float | None  # seconds left, estimated from the cost of the steps done so far
     fraction: float  # 0..1, weighted by the cost (pixels) of each step
-    #: The image just evaluated, (1, 3, H, W) float32, not clamped; shared, not copied.
+    #: The image just evaluated, (1, 3, H, W) float32, not clamped; shared, not copied:
+    #: on a GPU the next step overwrites it in place (CUDA graphs), so copy what you keep.
     image: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
 
