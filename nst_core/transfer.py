@@ -497,7 +497,7 @@ def _optimize(
         q = (p.detach() / alpha).requires_grad_(True)
         q.grad = p.grad * alpha
         params.append(q)
-    first = [loss0.clone()]  # the evaluation above is the optimizer's first one
+    first = [loss0]  # the evaluation above (eager: nothing overwrites it) is the optimizer's first one
     evaluate: list[Callable[[], Evaluation]] = []  # made at the second evaluation, after the first gradient is read
 
     def closure() -> torch.Tensor:
