@@ -8,6 +8,7 @@ exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import fields
@@ -20,6 +21,7 @@ from nst_core.settings import Quality, SettingsError, StyleSettings
 _DEFAULTS = {f.name: f.default for f in fields(StyleSettings)}
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool its reader left
 
 
 class CLIError(Exception):
@@ -135,11 +137,25 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
+    except BrokenPipeError:
+        # `nst presets list | head` closed the pipe: stop quietly, as other Unix tools
+        # do.  stdout goes to /dev/null so that Python's own flush at exit stays silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command == "stylize":
             return _stylize(args)
         return _presets(args)
+    except BrokenPipeError:
+        raise  # not an error to report: main() stops quietly
     except KeyboardInterrupt:
         print("nst: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

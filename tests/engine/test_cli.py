@@ -79,3 +79,13 @@ def test_console_script_fails_without_a_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("nst: error:")
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly():
+    """`nst presets list | head -1`: no error line when head stops reading."""
+    proc = subprocess.Popen([sys.executable, "-m", "nst_core.cli", "presets", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the interpreter has started: every write of the listing fails
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
