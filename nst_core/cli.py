@@ -137,25 +137,16 @@ def _presets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
     try:
-        code = _run(argv)
-        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
+        code = _stylize(args) if args.command == "stylize" else _presets(args)
+        sys.stdout.flush()  # a reader that left shows up here, not in Python's flush at exit
+        return code
     except BrokenPipeError:
         # `nst presets list | head` closed the pipe: stop quietly, as other Unix tools
         # do.  stdout goes to /dev/null so that Python's own flush at exit stays silent.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    return code
-
-
-def _run(argv: list[str] | None) -> int:
-    args = _build_parser().parse_args(argv)
-    try:
-        if args.command == "stylize":
-            return _stylize(args)
-        return _presets(args)
-    except BrokenPipeError:
-        raise  # not an error to report: main() stops quietly
     except KeyboardInterrupt:
         print("nst: cancelled", file=sys.stderr)
         return EXIT_CANCELLED

@@ -122,7 +122,6 @@ def max_size(device: str, aspect: float = 1.0) -> int:
 def default_size(device: str) -> int:
     """A long side that finishes in about a second on a GPU and in 0.5-2 minutes on a 2-core CPU.
 
-    512 px `balanced`: 34 s where the CPU has hardware bfloat16, 106-113 s on an AVX2-only
-    EPYC (benchmarks/RESULTS.md); the bot shows progress and an ETA throughout.
+    The CPU end depends on hardware bfloat16 (benchmarks/RESULTS.md has the measured times).
     """
     return min(max_size(device), 768 if device.startswith("cuda") else 512)
