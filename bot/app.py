@@ -25,6 +25,7 @@ from bot import handlers, texts
 from bot.config import BotConfig
 from bot.db import Database
 from bot.jobs import JobService
+from nst_core import presets
 from nst_core.executor import Executor
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class StyleBotApplication(Application):
         db: Database = self.bot_data["db"]
         await db.open()
         await self.bot_data["service"].start(self.bot)
+        presets.fetch_missing_in_background()  # the gallery and local jobs need the files
         await register_commands(self)
 
     async def stop(self) -> None:

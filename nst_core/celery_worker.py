@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from nst_core import presets
 from nst_core.celery_store import (
     CLAIM,
     DEFAULT_JOB_TTL_S,
@@ -527,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         description = describe_device(device)
     seconds = _warm_up(device)
+    presets.fetch_missing_in_background()
     log.info(
         "worker %s: VGG19 warm on %s in %.1f s; queue at %s",
         config.name,

@@ -12,9 +12,13 @@ import difflib
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +30,8 @@ CACHE_ENV = "NST_PRESET_DIR"
 #: A folder of already-downloaded preset files (e.g. ``../shared/presets``) used
 #: instead of the network; tests and CI point it at the shared copies.
 SOURCE_ENV = "NST_PRESET_SOURCE_DIR"
+
+log = logging.getLogger(__name__)
 
 
 class PresetError(ValueError):
@@ -125,7 +131,7 @@ def fetch(slug: str, *, timeout: float = 60.0) -> Path:
     if dest.is_file():
         if sha256_of(dest) == preset.sha256:
             return dest
-        dest.unlink()  # damaged or tampered: fetch it again
+        dest.unlink(missing_ok=True)  # damaged or tampered: fetch it again
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{preset.slug}.", suffix=".part")
     tmp = Path(tmp_name)
@@ -141,10 +147,58 @@ def fetch(slug: str, *, timeout: float = 60.0) -> Path:
                     with urllib.request.urlopen(preset.raw_url, timeout=timeout) as resp:
                         shutil.copyfileobj(resp, out)
                 except OSError as exc:
-                    raise PresetError(f"could not download preset {preset.slug!r}: {exc}") from None
+                    host = urllib.parse.urlsplit(preset.raw_url).hostname
+                    raise PresetError(
+                        f"could not download the painting {preset.title!r} from {host} ({_reason(exc)})"
+                    ) from None
         return _install(preset, tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _reason(exc: OSError) -> str:
+    """'Name or service not known' rather than '<urlopen error [Errno -2] Name or service not known>'."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+
+
+def fetch_missing(*, timeout: float = 30.0) -> list[str]:
+    """Fetch every preset that is not in the cache yet; returns the slugs that failed.
+
+    Services run this in the background at start-up, so the first person to pick a
+    painting does not wait for its download, and a host that cannot reach the
+    sources says so in its log at once instead of in someone's failed picture.
+    """
+    failed: list[tuple[str, str]] = []
+    fetched = 0
+    for slug in catalog():
+        try:
+            if is_cached(slug):
+                continue
+            fetch(slug, timeout=timeout)
+            fetched += 1
+        except (PresetError, OSError) as exc:
+            failed.append((slug, str(exc)))
+    if failed:
+        log.warning(
+            "presets: could not fetch %d of %d%s: %s. They are tried again when someone picks one; "
+            "`nst presets fetch --all` retries by hand, or %s can name a folder that holds the files.",
+            len(failed), len(catalog()),
+            "" if len(failed) == len(catalog()) else f" ({', '.join(slug for slug, _ in failed)})",
+            failed[0][1], SOURCE_ENV,
+        )
+    elif fetched:
+        log.info("presets: fetched %d into %s", fetched, cache_dir())
+    return [slug for slug, _ in failed]
+
+
+def fetch_missing_in_background() -> threading.Thread:
+    """``fetch_missing`` on a daemon thread: a slow download never holds up start or shutdown."""
+    thread = threading.Thread(target=fetch_missing, name="preset-fetch", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.lru_cache(maxsize=16)

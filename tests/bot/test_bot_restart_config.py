@@ -1,4 +1,4 @@
-"""A restart in the middle of a queue, and the configuration's first-run failures."""
+"""A restart in the middle of a queue, start-up work, and the configuration's first-run failures."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from bot_helpers import (
 )
 
 from bot.config import BotConfig, ConfigError, load_config
+from nst_core import presets
 from nst_core.executor import LocalExecutor
 
 
@@ -224,3 +225,16 @@ def test_webhook_mode_runs_the_webhook_server(monkeypatch: pytest.MonkeyPatch, t
     assert entry.main() == 0
     assert seen["webhook_url"] == "https://bot.example.com/hook/telegram"
     assert seen["url_path"] == "hook/telegram" and seen["port"] == 8080 and seen["secret_token"] == "s3cret-s3cret"
+
+
+async def test_start_up_fills_an_empty_preset_cache_without_being_asked(
+    runner: BotRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The first person to open /styles or pick a painting must not wait for downloads."""
+    cache = tmp_path / "fresh-cache"
+    monkeypatch.setenv("NST_PRESET_DIR", str(cache))
+    assert not any(presets.is_cached(slug) for slug in presets.catalog())
+    await runner.start()
+    await wait_until(lambda: all(presets.is_cached(slug) for slug in presets.catalog()),
+                     what="every preset in the cache")
+

@@ -64,6 +64,30 @@ def test_unreachable_source_gives_a_clear_error(tmp_path, monkeypatch):
     # Point the catalog entry at a closed local port so nothing leaves the machine.
     bad = presets.Preset(**{**presets.get("the-kiss").__dict__, "raw_url": "http://127.0.0.1:9/none.png"})
     monkeypatch.setitem(presets.catalog(), "the-kiss", bad)
-    with pytest.raises(presets.PresetError, match="could not download"):
+    with pytest.raises(presets.PresetError) as err:
         presets.fetch("the-kiss", timeout=2)
+    # The painting and the host by name, and the reason without urllib's wrapping.
+    title = presets.get("the-kiss").title
+    assert str(err.value) == f"could not download the painting {title!r} from 127.0.0.1 (Connection refused)"
     assert not list(tmp_path.glob("*"))
+
+
+def test_fetch_missing_fills_the_cache_and_says_once_what_failed(tmp_path, monkeypatch, caplog):
+    source = tmp_path / "source"
+    source.mkdir()
+    for p in presets.catalog().values():
+        if p.slug != "the-kiss":
+            (source / p.file).symlink_to(SHARED_PRESETS / p.file)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NST_PRESET_DIR", str(cache))
+    monkeypatch.setenv("NST_PRESET_SOURCE_DIR", str(source))
+    bad = presets.Preset(**{**presets.get("the-kiss").__dict__, "raw_url": "http://127.0.0.1:9/none.png"})
+    monkeypatch.setitem(presets.catalog(), "the-kiss", bad)
+    with caplog.at_level("WARNING", logger="nst_core.presets"):
+        assert presets.fetch_missing(timeout=2) == ["the-kiss"]
+    assert [slug for slug in presets.catalog() if presets.is_cached(slug)] == [
+        slug for slug in presets.catalog() if slug != "the-kiss"]
+    (warning,) = caplog.messages
+    assert "could not fetch 1 of 11 (the-kiss): could not download the painting" in warning
+    assert "NST_PRESET_SOURCE_DIR" in warning
+    assert not list(cache.glob("*.part"))
