@@ -237,4 +237,3 @@ async def test_start_up_fills_an_empty_preset_cache_without_being_asked(
     await runner.start()
     await wait_until(lambda: all(presets.is_cached(slug) for slug in presets.catalog()),
                      what="every preset in the cache")
-
