@@ -289,14 +289,18 @@ async def cmd_styles(update: Update, context: Context) -> None:
     known = await svc.db.preset_file_ids()
     catalog = list(presets.catalog().values())
     media: list[InputMediaPhoto] = []
+    downloads_fail = False
     for p in catalog:
         caption = f"<b>{texts.esc(p.title)}</b> — {texts.esc(p.artist)}, {texts.esc(p.year)}\n<code>{p.slug}</code>"
         source: object = known.get(p.slug)
         if source is None:
+            if downloads_fail and not presets.is_cached(p.slug):
+                continue  # one timeout is enough to wait: the text list below names them all
             try:
                 source = (await asyncio.to_thread(presets.fetch, p.slug)).read_bytes()
-            except presets.PresetError:
-                log.warning("preset %s unavailable for the gallery", p.slug)
+            except presets.PresetError as exc:
+                log.warning("preset %s unavailable for the gallery: %s", p.slug, exc)
+                downloads_fail = True
                 continue
         media.append(InputMediaPhoto(source, caption=caption))  # type: ignore[arg-type]
     sent_ok = False

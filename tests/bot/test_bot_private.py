@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import socketserver
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
@@ -13,11 +20,14 @@ from bot_helpers import (
     param,
     photo_requests,
     reply_to,
+    settle,
     text_of,
     wait_photo,
     wait_text,
+    wait_until,
 )
 
+from nst_core import presets
 from nst_core.executor import LocalExecutor
 
 
@@ -154,6 +164,46 @@ async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot
     results = await wait_photo(tg, chat["id"], count=2)
     assert "The Kiss" in text_of(results[1])
     assert len(photo_requests(tg, chat["id"])) == 2
+
+
+@pytest.fixture
+def unreachable_presets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
+    """An empty preset cache and sources on a local server that hangs up on every request.
+
+    Yields the running count of requests it received.
+    """
+    hits = [0]
+
+    class HangUp(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            hits[0] += 1
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), HangUp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("NST_PRESET_SOURCE_DIR")
+    for p in presets.catalog().values():
+        url = f"http://127.0.0.1:{server.server_address[1]}/{p.file}"
+        monkeypatch.setitem(presets.catalog(), p.slug, dataclasses.replace(p, raw_url=url))
+    try:
+        yield hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_styles_without_the_paintings_lists_them_after_one_failed_download(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, unreachable_presets: list[int]
+) -> None:
+    await runner.start()
+    await wait_until(lambda: unreachable_presets[0] == len(presets.catalog()), what="the start-up fetch to give up")
+    await settle()
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/styles")
+    (reply,) = await wait_text(tg, chat["id"], "pick one of these")
+    assert "starry-night" in text_of(reply) and "contrast-of-forms" in text_of(reply)
+    assert not tg.calls("sendMediaGroup")
+    assert unreachable_presets[0] == len(presets.catalog()) + 1  # /styles tried one download, not eleven
 
 
 async def test_styles_gallery_shows_titles_and_artists(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
