@@ -294,7 +294,7 @@ async def cmd_styles(update: Update, context: Context) -> None:
         caption = f"<b>{texts.esc(p.title)}</b> — {texts.esc(p.artist)}, {texts.esc(p.year)}\n<code>{p.slug}</code>"
         source: object = known.get(p.slug)
         if source is None:
-            if downloads_fail and not presets.is_cached(p.slug):
+            if downloads_fail and not presets.path(p.slug).is_file():
                 continue  # one timeout is enough to wait: the text list below names them all
             try:
                 source = (await asyncio.to_thread(presets.fetch, p.slug)).read_bytes()

@@ -194,11 +194,9 @@ def fetch_missing(*, timeout: float = 30.0) -> list[str]:
     return [slug for slug, _ in failed]
 
 
-def fetch_missing_in_background() -> threading.Thread:
+def fetch_missing_in_background() -> None:
     """``fetch_missing`` on a daemon thread: a slow download never holds up start or shutdown."""
-    thread = threading.Thread(target=fetch_missing, name="preset-fetch", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=fetch_missing, name="preset-fetch", daemon=True).start()
 
 
 @functools.lru_cache(maxsize=16)
