@@ -564,8 +564,14 @@ class CeleryExecutor(Executor):
             return
         for job_id, rank in zip(queued, ranks, strict=True):
             watched = self._watch.get(job_id)
-            if watched is None or rank is None:
+            if watched is None:
                 continue
+            if rank is None:
+                if only is None or not force:
+                    continue
+                # Just put in line (submitted or requeued) and taken by a worker before
+                # this ran: it was first in line, and its "started" event is on its way.
+                rank = 0
             position = int(rank) + 1
             if position == watched.position and watched.eta_s is not None and not force:
                 continue

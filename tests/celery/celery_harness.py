@@ -142,6 +142,15 @@ def wait_ready(server: RedisServer, workers: list[Worker], timeout: float = 90) 
             time.sleep(0.1)
 
 
+async def wait_for_log(worker: Worker, text: str, timeout: float = 30) -> None:
+    """Until the worker's log holds ``text``: a worker logs an outcome only after it has reported it."""
+    deadline = time.monotonic() + timeout
+    while not (worker.log.exists() and text in worker.log.read_text(errors="replace")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker {worker.name} never logged {text!r}:\n{worker.tail()}")
+        await asyncio.sleep(0.05)
+
+
 def make_job(job_id: str, photo: bytes, *, size: int = 64, preset: str = "starry-night") -> Job:
     return Job(job_id, photo, (StyleRef(preset=preset),), StyleSettings(size=size))
 

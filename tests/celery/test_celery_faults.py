@@ -6,7 +6,16 @@ import asyncio
 from collections import Counter
 
 import pytest
-from celery_harness import Collector, RedisServer, free_port, make_job, start_worker, wait_clean, wait_ready
+from celery_harness import (
+    Collector,
+    RedisServer,
+    free_port,
+    make_job,
+    start_worker,
+    wait_clean,
+    wait_for_log,
+    wait_ready,
+)
 
 from nst_core.celery_app import QUEUE, TASK_NAME, create_app
 from nst_core.celery_executor import CeleryExecutor
@@ -37,7 +46,7 @@ async def test_a_worker_killed_mid_job_has_its_job_rerun_by_the_other_and_delive
     assert len(events.of_type(JobStarted, "victim")) == 2  # the first run and the rerun
     requeued = events.of_type(JobQueued, "victim")
     assert len(requeued) >= 2, "the bot was not told that its job went back to the queue"
-    assert "job victim: done" in survivor.log.read_text()
+    await wait_for_log(survivor, "job victim: done")
     await wait_clean(client)
     workers.remove(victim)
 
@@ -124,12 +133,7 @@ async def test_bot_and_worker_started_before_redis_catch_up_when_it_appears(tmp_
         await ex.submit(make_job("early-job", photo))
         assert events.of_type(JobQueued, "early-job")[-1].eta_s is None  # delayed, not failed
         assert await ex.queue_length() == 1
-        for _ in range(600):  # until the worker is up and finds no Redis
-            if worker.log.exists() and "redis unreachable" in worker.log.read_text():
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"the worker never tried redis:\n{worker.tail()}")
+        await wait_for_log(worker, "redis unreachable")  # the worker is up and finds no Redis
         server.start()
         await events.wait_for(lambda: events.of_type(JobDone, "early-job"), 90, "the job after redis came up")
         assert ex.connected
