@@ -23,6 +23,7 @@ from celery_harness import (
     make_job,
     start_worker,
     wait_clean,
+    wait_for_log,
     wait_ready,
 )
 
@@ -122,7 +123,8 @@ async def test_a_job_whose_last_attempt_loses_its_worker_fails_instead_of_runnin
     assert failed.reason == GAVE_UP_REASON and not failed.retryable
     assert len(events.of_type(JobStarted, "doomed")) == 1
     # Failed by the reaper that found it, not requeued first (the claim's own check is the next test's).
-    assert "was lost while running job doomed, its last attempt: job failed" in same_name.log_text()
+    assert same_name.worker is not None
+    await wait_for_log(same_name.worker, "was lost while running job doomed, its last attempt: job failed")
     await wait_clean(client)
 
 
