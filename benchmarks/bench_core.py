@@ -275,7 +275,7 @@ def use_cpu_precision(precision: str) -> None:
     os.environ.pop("NST_CPU_BF16", None)
     if precision != "auto":
         os.environ["NST_CPU_BF16"] = "1" if precision == "bfloat16" else "0"
-    devices.cpu_has_native_bf16.cache_clear()
+    devices.cpu_prefers_bf16.cache_clear()
 
 
 def _cpu_model() -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,22 +40,58 @@ def pick_device(requested: str | None = None) -> str:
     return "cpu"
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16).
+#: bfloat16 must beat float32 by this much in the probe to be chosen: a clear margin,
+#: so a noisy probe on a busy host does not flip a CPU where the two are close.
+BF16_MIN_SPEEDUP = 1.2
 
-    There the VGG convolutions run in bfloat16 at about twice the float32 speed
-    (benchmarks/RESULTS.md); elsewhere bfloat16 is emulated and slower, so float32
-    stays.  ``NST_CPU_BF16=0`` (or ``1``) overrides the detection.
+
+@functools.lru_cache(maxsize=1)
+def cpu_prefers_bf16() -> bool:
+    """Whether the VGG convolutions run faster in bfloat16 than in float32 on this CPU.
+
+    Only CPUs that advertise bfloat16 instructions (AMX or AVX512-BF16) are candidates;
+    elsewhere bfloat16 is emulated, many times slower.  The flags alone are not enough:
+    an AMX Xeon ran VGG 2-4x faster in bfloat16, but the same Xeon model under a
+    hypervisor that hid AMX (AVX512-BF16 left) ran it 1.6x *slower*
+    (benchmarks/RESULTS.md).  So a candidate is settled by timing one convolution
+    both ways, about 0.1 s once per process.  ``NST_CPU_BF16=0`` (or ``1``) skips all
+    of this.
     """
     forced = os.environ.get("NST_CPU_BF16", "").strip()
     if forced in ("0", "1"):
         return forced == "1"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to tell, so the safe choice
+    return prefer_bf16(_cpu_flags(), _bf16_speedup)
+
+
+def prefer_bf16(flags: str, speedup: Callable[[], float]) -> bool:
+    """The decision, given the CPU's flags and a probe that is run only when they qualify."""
+    if re.search(r"\b(amx_bf16|avx512_bf16)\b", flags) is None:
         return False
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", flags) is not None
+    return speedup() >= BF16_MIN_SPEEDUP
+
+
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell, so float32, the safe choice
+        return ""
+
+
+def _bf16_speedup() -> float:
+    """float32 time over bfloat16 time for a VGG-sized 3x3 convolution, best of a few tries."""
+    x = torch.rand(1, 128, 64, 64).contiguous(memory_format=torch.channels_last)
+    w = torch.rand(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    best = {}
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16) * 3:  # interleaved, so both see the same load
+            xd, wd = x.to(dtype), w.to(dtype)
+            torch.nn.functional.conv2d(xd, wd, padding=1)  # the first call picks and packs kernels
+            started = time.perf_counter()
+            for _ in range(3):
+                torch.nn.functional.conv2d(xd, wd, padding=1)
+            elapsed = time.perf_counter() - started
+            best[dtype] = min(best.get(dtype, elapsed), elapsed)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def compute_dtype(device: str) -> torch.dtype:
@@ -62,7 +100,7 @@ def compute_dtype(device: str) -> torch.dtype:
     Gram matrices, losses and the image itself stay float32 everywhere.
     """
     if device == "cpu":
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return torch.bfloat16 if cpu_prefers_bf16() else torch.float32
     if device.startswith("cuda"):
         return cuda_dtype(torch.cuda.get_device_capability(torch.device(device)))
     return torch.float32

@@ -118,13 +118,13 @@ def test_cpu_precision_set_in_dot_env_reaches_the_engine(monkeypatch: pytest.Mon
             os.environ.pop("NST_CPU_BF16", None)  # as in a fresh process
             (tmp_path / ".env").write_text(f"NST_CPU_BF16={flag}\n")
             default_executor(load_config())
-            device.cpu_has_native_bf16.cache_clear()
+            device.cpu_prefers_bf16.cache_clear()
             assert str(device.compute_dtype("cpu")) == f"torch.{expected}"
     finally:  # default_executor wrote to os.environ itself
         os.environ.pop("NST_CPU_BF16", None)
         if before is not None:
             os.environ["NST_CPU_BF16"] = before
-        device.cpu_has_native_bf16.cache_clear()
+        device.cpu_prefers_bf16.cache_clear()
 
 
 def test_cuda_graphs_turned_off_in_dot_env_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

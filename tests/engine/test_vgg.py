@@ -1,5 +1,7 @@
 """The VGG19 feature extractor: offline weights, named layers, truncation, no parameter gradients."""
 
+import time
+
 import pytest
 import torch
 from torchvision.models import vgg19
@@ -61,11 +63,58 @@ def test_bfloat16_features_keep_the_statistics_the_losses_use():
 @pytest.mark.parametrize(("flag", "expected"), [("1", torch.bfloat16), ("0", torch.float32)])
 def test_cpu_precision_can_be_forced_either_way(monkeypatch, flag, expected):
     monkeypatch.setenv("NST_CPU_BF16", flag)
-    device.cpu_has_native_bf16.cache_clear()
+    device.cpu_prefers_bf16.cache_clear()
     try:
         assert device.compute_dtype("cpu") == expected
     finally:
-        device.cpu_has_native_bf16.cache_clear()
+        device.cpu_prefers_bf16.cache_clear()
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it_and_it_measures_faster():
+    probes = []
+
+    def probe(ratio):
+        def run():
+            probes.append(ratio)
+            return ratio
+
+        return run
+
+    # No bfloat16 instructions: emulated, never chosen, and not worth probing.
+    assert not device.prefer_bf16("flags : fpu avx2 fma", probe(3.0))
+    assert probes == []
+    # Advertised, but slower or barely faster in practice (AMX hidden by a hypervisor).
+    assert not device.prefer_bf16("flags : avx2 avx512f avx512_bf16", probe(0.5))
+    assert not device.prefer_bf16("flags : avx2 avx512f avx512_bf16", probe(1.1))
+    # Advertised and clearly faster.
+    assert device.prefer_bf16("flags : avx512_bf16 amx_bf16 amx_tile", probe(2.5))
+    assert probes == [0.5, 1.1, 2.5]
+
+
+def test_the_engine_picks_the_faster_precision_on_this_cpu(monkeypatch):
+    """Checked against the whole network, where the probe times one convolution."""
+    x = torch.rand(1, 3, 96, 96)
+    seconds = {}
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            model = cached_features("cpu", dtype=dtype)
+            model(x)
+            runs = []
+            for _ in range(3):
+                started = time.perf_counter()
+                model(x)
+                runs.append(time.perf_counter() - started)
+            seconds[dtype] = min(runs)
+    ratio = seconds[torch.float32] / seconds[torch.bfloat16]
+    if 0.75 < ratio < 1.5:
+        pytest.skip(f"the two precisions are too close on this CPU to call ({ratio:.2f}x)")
+    monkeypatch.delenv("NST_CPU_BF16", raising=False)
+    device.cpu_prefers_bf16.cache_clear()
+    try:
+        chosen = device.compute_dtype("cpu")
+    finally:
+        device.cpu_prefers_bf16.cache_clear()
+    assert chosen == (torch.bfloat16 if ratio > 1 else torch.float32), f"bfloat16 ran {ratio:.2f}x float32's speed"
 
 
 @pytest.mark.parametrize(("capability", "expected"), [
