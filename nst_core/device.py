@@ -51,7 +51,7 @@ def cpu_prefers_bf16() -> bool:
 
     Only CPUs that advertise bfloat16 instructions (AMX or AVX512-BF16) are candidates;
     elsewhere bfloat16 is emulated, many times slower.  The flags alone are not enough:
-    an AMX Xeon ran VGG 2-4x faster in bfloat16, but the same Xeon model under a
+    an AMX Xeon ran VGG about 2x faster in bfloat16, but the same Xeon model under a
     hypervisor that hid AMX (AVX512-BF16 left) ran it 1.6x *slower*
     (benchmarks/RESULTS.md).  So a candidate is settled by timing one convolution
     both ways, about 0.1 s once per process.  ``NST_CPU_BF16=0`` (or ``1``) skips all
