@@ -68,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from nst_core.device import pick_device
+    from nst_core.device import describe_device, pick_device
     from nst_core.transfer import StylizeError, StylizeProgress, stylize
 
     if not args.style and not args.preset:
@@ -113,7 +113,9 @@ def _stylize(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     save_image(result, args.output)
-    print(f"saved {args.output} ({result.width}x{result.height}) in {time.monotonic() - started:.1f} s on {device}")
+    # The description names the precision the engine chose (bfloat16 or not): it explains the time.
+    seconds = time.monotonic() - started
+    print(f"saved {args.output} ({result.width}x{result.height}) in {seconds:.1f} s on {describe_device(device)}")
     return 0
 
 

@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from nst_core.cli import main
+from nst_core.device import compute_dtype
 from tests.conftest import ROOT, SHARED_CONTENT
 
 PHOTO = str(SHARED_CONTENT / "rocket.jpg")
@@ -26,7 +28,10 @@ def test_stylize_writes_the_picture_and_reports_the_time(tmp_path, capsys):
     assert code == 0, err
     img = Image.open(out)
     assert img.format == "PNG" and max(img.size) == 64
-    assert "saved" in stdout and " s on cpu" in stdout
+    assert "saved" in stdout and " s on cpu (" in stdout
+    # ...and in which precision, which explains the time.
+    bf16 = compute_dtype("cpu") == torch.bfloat16
+    assert ("bfloat16 convolutions" in stdout) == bf16, stdout
     assert "step" in err  # the progress bar
 
 
