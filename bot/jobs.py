@@ -254,7 +254,10 @@ class JobService:
 
     def _device_max_size(self) -> int:
         try:
-            return self.executor.max_size() or 4096
+            size = self.executor.max_size() or 4096
+            # Which device and CPU precision (chosen by a probe) jobs will run on: it explains their times.
+            log.info("painting on %s; sizes up to %d px", self.executor.device, size)
+            return size
         except Exception:  # an unknown device still lets the bot answer; jobs will say why they fail
             log.warning("could not size the device %r", self.config.device, exc_info=True)
             return 4096

@@ -190,6 +190,7 @@ async def test_nst_bot_process_stops_on_sigterm_without_losing_jobs(
             await proc.wait()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert tg.token.split(":", 1)[1] not in stderr.decode()
+    assert "painting on cpu (" in stderr.decode()  # where jobs run, and in which precision
     assert not any(m.get("photo") for m in tg.messages(chat["id"]))
 
     await runner.start()  # the next start paints both
