@@ -789,16 +789,13 @@ class JobService:
     async def stats_text(self) -> str:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         stats = await self.db.stats(midnight)
-        # Off the event loop: the in-process executor's first answer may time a convolution
-        # to pick the CPU precision (nst_core.device.cpu_prefers_bf16).
-        device = await asyncio.to_thread(lambda: self.executor.device)
         return texts.stats_text(
             stats.queued,
             stats.running,
             stats.done_today,
             stats.failed_today,
             stats.avg_seconds,
-            device,
+            self.executor.device,
             await self.executor.queue_length(),
         )
 
