@@ -128,8 +128,9 @@ def use_cuda_graphs(device: str) -> bool:
     return device.startswith("cuda") and os.environ.get("NST_CUDA_GRAPHS", "1").strip() != "0"
 
 
-@functools.lru_cache(maxsize=8)
 def describe_device(device: str) -> str:
+    """Where jobs run, and whether in bfloat16: derived afresh each time, so it follows
+    ``compute_dtype`` (itself cached) and never outlives an ``NST_CPU_BF16`` change."""
     precision = ", bfloat16 convolutions" if compute_dtype(device) == torch.bfloat16 else ""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))}{precision})"
