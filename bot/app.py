@@ -30,6 +30,11 @@ from nst_core.executor import Executor
 
 log = logging.getLogger(__name__)
 
+# PTB 22 still hands out time periods (a flood's retry_after, say) as int seconds
+# and warns on every read that the next major version makes them timedeltas.  We
+# take the timedeltas now: the code reads either, and the warnings go away.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
 
 class PerUserUpdateProcessor(BaseUpdateProcessor):
     """Concurrent across users, in order within one (chat, user).

@@ -1,5 +1,6 @@
 """The fake Bot API answers like Telegram does, as seen through python-telegram-bot itself."""
 
+import datetime as dtm
 import io
 
 import pytest
@@ -37,7 +38,8 @@ async def test_messages_photos_files_and_edits(tg):
     assert [r.method for r in tg.calls(chat_id=42)][:2] == ["sendPhoto", "sendPhoto"]
 
 
-async def test_errors_are_telegrams(tg):
+async def test_errors_are_telegrams(tg, monkeypatch):
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")  # as the bot runs (bot/app.py)
     big, _ = tg.add_file(b"x", file_size=25 * 1024 * 1024)
     tg.block_bot(7)
     async with bot(tg) as b:
@@ -46,8 +48,9 @@ async def test_errors_are_telegrams(tg):
         with pytest.raises(Forbidden, match=r"(?i)blocked"):
             await b.send_message(7, "hello?")
         tg.flood("sendMessage", retry_after=3)
-        with pytest.raises(RetryAfter):
+        with pytest.raises(RetryAfter) as flood:
             await b.send_message(8, "hello?")
+        assert flood.value.retry_after == dtm.timedelta(seconds=3)
         await b.send_message(8, "hello!")  # the flood was one call
     with pytest.raises(InvalidToken):
         async with bot(tg, token="1:WRONG-TOKEN-abcdefghijklmnopqrstuvwxyz") as b:
