@@ -346,7 +346,7 @@ PYRAMID_LEVELS = 4
 #: A level at half the resolution reaches the image through a 2x upsampling whose
 #: adjoint sums about four pixels' gradients, so under L-BFGS's identity metric an
 #: undamped level moves four times faster than the one below it; a gain g makes
-#: that 4g².  0.7 (2x per level) took 35 steps instead of 44 to pastiche's loss at
+#: that 4g².  0.7 (2x per level) took 34 steps instead of 44 to pastiche's loss at
 #: ~512² and gave 0-9 % lower losses for the same steps on four pairs; 0.5 (1x)
 #: was as fast on some pairs but slower on the flat-coloured ones
 #: (benchmarks/RESULTS.md).
