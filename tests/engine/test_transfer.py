@@ -279,3 +279,38 @@ def test_a_diverging_run_stops_with_a_message_instead_of_a_torch_error(cat):
 
     with pytest.raises(StylizeError, match="diverged"):
         _optimize(overflowing, to_tensor(cat), 5, Optimizer.LBFGS, lambda *args: None, None)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_the_scaled_pyramid_parameters_stand_for_the_start_image(cat, optimizer):
+    """Damping and step sizing rescale the parameters, never the picture they stand for."""
+    from nst_core.settings import Optimizer
+    from nst_core.transfer import _optimize
+
+    start = to_tensor(cat)
+    images: list[torch.Tensor] = []
+    out = _optimize(lambda x: (x.square().sum(), {}), start, 1, Optimizer(optimizer),
+                    lambda loss, parts, image: images.append(image.clone()), None)
+    assert torch.allclose(images[0], start, atol=1e-5) and torch.allclose(out, start, atol=1e-5)
+
+
+def test_coarse_levels_are_damped_so_they_no_longer_outrun_fine_detail(cat, monkeypatch):
+    """Undamped, a coarse level moved ~4x faster per octave than the one above it;
+    the first L-BFGS step shows the balance that LEVEL_GAIN sets."""
+    from nst_core import transfer
+    from nst_core.settings import Optimizer
+
+    start = to_tensor(cat)
+    target = torch.rand(start.shape, generator=torch.Generator().manual_seed(0))
+
+    def coarse_share(gain: float) -> float:
+        monkeypatch.setattr(transfer, "LEVEL_GAIN", gain)
+        images: list[torch.Tensor] = []
+        transfer._optimize(lambda x: ((x - target).square().sum(), {}), start, 2, Optimizer.LBFGS,
+                           lambda loss, parts, image: images.append(image.clone()), None)
+        bands = pyramid_split(images[1] - images[0], transfer.PYRAMID_LEVELS)
+        return float(bands[-1].norm() / bands[0].norm())
+
+    gain = transfer.LEVEL_GAIN
+    undamped, damped = coarse_share(1.0), coarse_share(gain)
+    assert damped < 0.6 * undamped, (damped, undamped)
