@@ -3,6 +3,9 @@
 PTB's ``run_polling``/``run_webhook`` handle SIGINT/SIGTERM: they stop taking
 updates, let running handlers finish, then stop the service, which leaves
 queued and interrupted jobs in SQLite for the next start.
+
+A start that cannot get going (a token Telegram refuses, a Bot API it cannot
+reach) ends with one line saying which, not a chain of tracebacks.
 """
 
 from __future__ import annotations
@@ -12,11 +15,22 @@ import sys
 from urllib.parse import urlsplit
 
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
 
 from bot.app import build_application, quiet_http_logs
 from bot.config import BotConfig, ConfigError, load_config
 
 log = logging.getLogger("bot")
+
+#: How often a start retries a Bot API it cannot reach (PTB waits 1, 1.5, 2.25 … s
+#: between tries): enough to ride out a network that comes up just after the bot.
+STARTUP_RETRIES = 3
+_BOOTSTRAP_LOG = "Network Retry Loop (Bootstrap"
+
+
+def _not_bootstrap_failure(record: logging.LogRecord) -> bool:
+    """PTB logs a failed start with its traceback; ``main`` reports it in one line instead."""
+    return not (record.levelno >= logging.ERROR and record.getMessage().startswith(_BOOTSTRAP_LOG))
 
 
 def run(config: BotConfig) -> None:
@@ -31,9 +45,15 @@ def run(config: BotConfig) -> None:
             webhook_url=config.webhook_url,
             secret_token=config.webhook_secret.get_secret_value() if config.webhook_secret else None,
             allowed_updates=Update.ALL_TYPES,
+            bootstrap_retries=STARTUP_RETRIES,
         )
     else:
-        app.run_polling(allowed_updates=Update.ALL_TYPES)
+        app.run_polling(allowed_updates=Update.ALL_TYPES, bootstrap_retries=STARTUP_RETRIES)
+
+
+def _api_host(config: BotConfig) -> str:
+    """Where the bot talks to Telegram, without the path (which may hold the token)."""
+    return urlsplit(config.base_url).netloc if config.base_url else "api.telegram.org"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     quiet_http_logs()
-    run(config)
+    logging.getLogger("telegram.ext").addFilter(_not_bootstrap_failure)
+    try:
+        run(config)
+    except InvalidToken:
+        print("nst-bot: Telegram refused TELEGRAM_BOT_TOKEN; copy it again from @BotFather", file=sys.stderr)
+        return 2
+    except NetworkError as exc:  # TimedOut included
+        reason = str(exc).replace(config.token.get_secret_value(), "<token>")
+        print(
+            f"nst-bot: cannot reach the Telegram Bot API at {_api_host(config)} ({reason}); "
+            "check the network, or TELEGRAM_BASE_URL if you set it",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -25,6 +25,7 @@ from bot_helpers import (
     wait_until,
 )
 
+from bot.__main__ import STARTUP_RETRIES
 from bot.config import BotConfig, ConfigError, load_config
 from nst_core import presets
 from nst_core.executor import LocalExecutor
@@ -87,6 +88,57 @@ def test_missing_or_malformed_token_fails_with_one_line(tmp_path: Path) -> None:
         load_config(TELEGRAM_BOT_TOKEN=secret)
     assert "TELEGRAM_BOT_TOKEN" in str(info.value) and secret not in str(info.value)
     assert "\n" not in str(info.value)
+
+
+async def _run_bot_process(tmp_path: Path, **env: str) -> tuple[int, str]:
+    """``python -m bot`` as a user starts it; its exit code and what it printed."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "NST_DEVICE": "cpu", **env}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", cwd=tmp_path, env=full_env, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, stderr.decode()
+
+
+async def test_a_token_telegram_refuses_fails_with_one_line(tg: FakeTelegram, tmp_path: Path) -> None:
+    wrong = "654321:ThisTokenWasRevokedByBotFather_xyz"
+    code, stderr = await _run_bot_process(
+        tmp_path, TELEGRAM_BOT_TOKEN=wrong, TELEGRAM_BASE_URL=tg.base_url, TELEGRAM_BASE_FILE_URL=tg.base_file_url
+    )
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "nst-bot: Telegram refused TELEGRAM_BOT_TOKEN; copy it again from @BotFather"
+    )
+    assert wrong.split(":", 1)[1] not in stderr
+
+
+async def test_a_bot_api_that_keeps_failing_is_retried_then_reported_in_one_line(tmp_path: Path) -> None:
+    """A network that is not up yet gets a few tries; one that stays down, one line, no traceback."""
+    attempts = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    token = "123456:NoServerAnswersThisOne_abcdefghijk"
+    try:
+        code, stderr = await _run_bot_process(
+            tmp_path, TELEGRAM_BOT_TOKEN=token, TELEGRAM_BASE_URL=f"http://127.0.0.1:{port}/bot"
+        )
+    finally:
+        server.close()
+    assert code == 1
+    assert attempts == 1 + STARTUP_RETRIES
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"nst-bot: cannot reach the Telegram Bot API at 127.0.0.1:{port} (")
+    assert "TELEGRAM_BASE_URL" in last
+    assert token.split(":", 1)[1] not in stderr
 
 
 def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
