@@ -22,7 +22,7 @@ from bot.config import BotConfig, ConfigError, load_config
 
 log = logging.getLogger("bot")
 
-#: How often a start retries a Bot API it cannot reach (PTB waits 1, 1.5, 2.25 … s
+#: How often a start retries a Bot API it cannot reach (PTB waits 1.5, 2.25, 3.4 s
 #: between tries): enough to ride out a network that comes up just after the bot.
 STARTUP_RETRIES = 3
 _BOOTSTRAP_LOG = "Network Retry Loop (Bootstrap"
