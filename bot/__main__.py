@@ -5,7 +5,8 @@ updates, let running handlers finish, then stop the service, which leaves
 queued and interrupted jobs in SQLite for the next start.
 
 A start that cannot get going (a token Telegram refuses, a Bot API it cannot
-reach) ends with one line saying which, not a chain of tracebacks.
+reach, a webhook Telegram will not set) ends with one line saying which, not a
+chain of tracebacks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from urllib.parse import urlsplit
 
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 
 from bot.app import build_application, quiet_http_logs
 from bot.config import BotConfig, ConfigError, load_config
@@ -72,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidToken:
         print("nst-bot: Telegram refused TELEGRAM_BOT_TOKEN; copy it again from @BotFather", file=sys.stderr)
         return 2
-    except NetworkError as exc:  # TimedOut included
+    except TelegramError as exc:
         reason = str(exc).replace(config.token.get_secret_value(), "<token>")
-        print(
-            f"nst-bot: cannot reach the Telegram Bot API at {_api_host(config)} ({reason}); "
-            "check the network, or TELEGRAM_BASE_URL if you set it",
-            file=sys.stderr,
-        )
+        if isinstance(exc, NetworkError) and not isinstance(exc, BadRequest):  # PTB's BadRequest is a NetworkError
+            line = (
+                f"cannot reach the Telegram Bot API at {_api_host(config)} ({reason}); "
+                "check the network, or TELEGRAM_BASE_URL if you set it"
+            )
+        else:  # e.g. a webhook address Telegram will not call
+            line = f"Telegram refused to start the bot: {reason}"
+        print(f"nst-bot: {line}", file=sys.stderr)
         return 1
     return 0
 

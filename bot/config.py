@@ -120,6 +120,8 @@ class BotConfig(BaseSettings):
     def _webhook_needs_url(self) -> BotConfig:
         if self.mode == "webhook" and not self.webhook_url:
             raise ValueError("NST_MODE=webhook needs NST_WEBHOOK_URL (the public https address)")
+        if self.mode == "webhook" and not str(self.webhook_url).lower().startswith("https://"):
+            raise ValueError("NST_WEBHOOK_URL must be an https:// address: Telegram calls webhooks only over HTTPS")
         return self
 
     @property

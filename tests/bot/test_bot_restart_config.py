@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,27 @@ async def test_a_bot_api_that_keeps_failing_is_retried_then_reported_in_one_line
     assert token.split(":", 1)[1] not in stderr
 
 
+async def test_a_webhook_telegram_will_not_set_fails_with_one_line(tg: FakeTelegram, tmp_path: Path) -> None:
+    tg.fail("setWebhook", 400, "Bad Request: bad webhook: Failed to resolve host: Name or service not known", times=10)
+    code, stderr = await _run_bot_process(
+        tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url, TELEGRAM_BASE_FILE_URL=tg.base_file_url,
+        NST_MODE="webhook", NST_WEBHOOK_URL="https://bot.invalid/hook", NST_WEBHOOK_LISTEN="127.0.0.1",
+        NST_WEBHOOK_PORT=str(_free_port()), NST_DATA_DIR=str(tmp_path / "data"),
+    )
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "nst-bot: Telegram refused to start the bot: Bad webhook: failed to resolve host: name or service not known"
+    )
+    assert len(tg.calls("setWebhook")) == 1 + STARTUP_RETRIES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
@@ -154,6 +176,9 @@ def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert local_server.download_limit == 2 << 30
     monkeypatch.setenv("NST_MODE", "webhook")
     with pytest.raises(ConfigError, match="NST_WEBHOOK_URL"):
+        load_config()
+    monkeypatch.setenv("NST_WEBHOOK_URL", "http://bot.example.com/hook")  # Telegram would refuse it
+    with pytest.raises(ConfigError, match="https://"):
         load_config()
 
 
