@@ -4,15 +4,16 @@ PTB's ``run_polling``/``run_webhook`` handle SIGINT/SIGTERM: they stop taking
 updates, let running handlers finish, then stop the service, which leaves
 queued and interrupted jobs in SQLite for the next start.
 
-A start that cannot get going (a token Telegram refuses, a Bot API it cannot
-reach, a webhook Telegram will not set) ends with one line saying which, not a
-chain of tracebacks.
+A start that cannot get going (a data folder it cannot write, a token Telegram
+refuses, a Bot API it cannot reach, a webhook Telegram will not set or a port it
+cannot listen on) ends with one line saying which, not a chain of tracebacks.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from urllib.parse import urlsplit
 
 from telegram import Update
@@ -52,6 +53,21 @@ def run(config: BotConfig) -> None:
         app.run_polling(allowed_updates=Update.ALL_TYPES, bootstrap_retries=STARTUP_RETRIES)
 
 
+def _data_dir_problem(config: BotConfig) -> str | None:
+    """Why the bot could not keep its database and results in NST_DATA_DIR, if it could not.
+
+    Checked before Telegram is contacted, so the mistake is named instead of
+    surfacing as a traceback from SQLite after the bot has already said hello.
+    """
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=config.data_dir):
+            pass
+    except OSError as exc:
+        return f"cannot keep data in NST_DATA_DIR={config.data_dir} ({exc.strerror or exc})"
+    return None
+
+
 def _api_host(config: BotConfig) -> str:
     """Where the bot talks to Telegram, without the path (which may hold the token)."""
     return urlsplit(config.base_url).netloc if config.base_url else "api.telegram.org"
@@ -68,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     quiet_http_logs()
     logging.getLogger("telegram.ext").addFilter(_not_bootstrap_failure)
+    if problem := _data_dir_problem(config):
+        print(f"nst-bot: {problem}", file=sys.stderr)
+        return 2
     try:
         run(config)
     except InvalidToken:
@@ -83,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         else:  # e.g. a webhook address Telegram will not call
             line = f"Telegram refused to start the bot: {reason}"
         print(f"nst-bot: {line}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if config.mode != "webhook" or exc.filename is not None:
+            raise
+        print(
+            f"nst-bot: cannot listen for webhooks on {config.webhook_listen}:{config.webhook_port} "
+            f"({exc.strerror or exc}); change NST_WEBHOOK_PORT or NST_WEBHOOK_LISTEN",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

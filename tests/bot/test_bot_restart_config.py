@@ -157,6 +157,38 @@ async def test_a_webhook_telegram_will_not_set_fails_with_one_line(tg: FakeTeleg
     assert len(tg.calls("setWebhook")) == 1 + STARTUP_RETRIES
 
 
+async def test_a_webhook_port_in_use_fails_with_one_line(tg: FakeTelegram, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, stderr = await _run_bot_process(
+            tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url,
+            TELEGRAM_BASE_FILE_URL=tg.base_file_url, NST_MODE="webhook", NST_WEBHOOK_URL="https://bot.invalid/hook",
+            NST_WEBHOOK_LISTEN="127.0.0.1", NST_WEBHOOK_PORT=str(port), NST_DATA_DIR=str(tmp_path / "data"),
+        )
+    assert code == 1
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"nst-bot: cannot listen for webhooks on 127.0.0.1:{port} (Address already in use); "
+        "change NST_WEBHOOK_PORT or NST_WEBHOOK_LISTEN"
+    )
+
+
+async def test_a_data_folder_it_cannot_create_fails_with_one_line_before_telegram(
+    tg: FakeTelegram, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    data_dir = tmp_path / "a-file" / "data"
+    code, stderr = await _run_bot_process(
+        tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url, TELEGRAM_BASE_FILE_URL=tg.base_file_url,
+        NST_DATA_DIR=str(data_dir),
+    )
+    assert code == 2
+    assert stderr.strip().splitlines() == [f"nst-bot: cannot keep data in NST_DATA_DIR={data_dir} (Not a directory)"]
+    assert not tg.calls()  # nothing was said to Telegram
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
