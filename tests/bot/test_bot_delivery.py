@@ -94,8 +94,9 @@ async def test_restart_recovery_goes_on_when_one_status_message_cannot_be_edited
     await runner.start(slow_executor())
     alice_chat, bob_chat = tg.private_chat(alice), tg.private_chat(bob)
     tg.send_photo(alice_chat, alice, image_bytes(seed=1), caption="starry-night")
-    tg.send_photo(bob_chat, bob, image_bytes(seed=2), caption="great-wave")
+    # One after the other: sent together, the two chats' updates race and Bob's job may start first.
     await wait_text(tg, alice_chat["id"], "Painting…", method="editMessageText")
+    tg.send_photo(bob_chat, bob, image_bytes(seed=2), caption="great-wave")
     await wait_text(tg, bob_chat["id"], "queue")
     await runner.stop()
 
