@@ -436,20 +436,6 @@ def claim_free_gpu(client: redis.Redis, keys: Keys, name: str, ttl_s: float) -> 
     raise ValueError(f"all {count} visible GPU(s) already have a worker; start fewer, or share one with --device cuda")
 
 
-def _warm_up(device: str) -> float:
-    """Load VGG19 onto the device and run it once; returns seconds spent."""
-    import torch
-
-    from nst_core.device import compute_dtype
-    from nst_core.vgg import cached_features
-
-    started = time.monotonic()
-    model = cached_features(device, dtype=compute_dtype(device))  # the one stylize will use
-    with torch.no_grad():
-        model(torch.rand(1, 3, 64, 64, device=device))
-    return time.monotonic() - started
-
-
 def check(config: WorkerConfig) -> int:
     """``--check``: device, weights, Redis; one line on stdout, exit status 0 or 1."""
     try:
@@ -458,7 +444,9 @@ def check(config: WorkerConfig) -> int:
         print(f"nst-worker check FAILED: device: {exc}")
         return 1
     try:
-        seconds = _warm_up(device)
+        from nst_core.runner import warm_up
+
+        seconds = warm_up(device)
     except Exception as exc:
         print(f"nst-worker check FAILED: VGG19 weights on {description}: {exc}")
         return 1
@@ -527,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nst-worker: {exc}", file=sys.stderr)
             return 1
         description = describe_device(device)
-    seconds = _warm_up(device)
+    from nst_core.runner import warm_up
+
+    seconds = warm_up(device)
     presets.fetch_missing_in_background()
     log.info(
         "worker %s: VGG19 warm on %s in %.1f s; queue at %s",

@@ -26,8 +26,12 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nst_core.settings import StyleSettings
+
+if TYPE_CHECKING:
+    from nst_core.runner import JobResult
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +232,18 @@ class LocalExecutor(Executor):
 
         self._on_event = on_event
         self._resolved_device = pick_device(self._device_arg)
+        # The worker thread's first task, so the first job finds the model warm, as every later one does.
+        self._pool.submit(self._warm_up, self._resolved_device)
         self._task = asyncio.create_task(self._run_forever(), name="local-executor")
+
+    @staticmethod
+    def _warm_up(device: str) -> None:
+        from nst_core.runner import warm_up
+
+        try:
+            log.info("VGG19 warm on %s in %.1f s", device, warm_up(device))
+        except Exception as exc:  # the first job will meet the same problem and report it to its user
+            log.warning("could not warm VGG19 up on %s: %s", device, exc)
 
     async def stop(self) -> None:
         if self._running is not None:
@@ -298,8 +313,6 @@ class LocalExecutor(Executor):
             self._running = None
 
     async def _run_one(self, loop: asyncio.AbstractEventLoop, job: Job, cancel: threading.Event) -> None:
-        from nst_core.runner import JobCancelledError, run_job
-
         last_sent = 0.0
 
         def on_progress(fraction: float, eta_s: float | None) -> None:
@@ -311,17 +324,29 @@ class LocalExecutor(Executor):
             last_sent = now
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
-        def work():
+        def work() -> JobResult | JobEvent:
+            # Everything that imports torch happens here, on the worker thread: imported on the
+            # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
+            from nst_core.runner import JobCancelledError, run_job, user_message
+
             if self._threads:
                 import torch
 
                 torch.set_num_threads(self._threads)
-            return run_job(job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps)
+            try:
+                return run_job(
+                    job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps
+                )
+            except JobCancelledError:
+                return JobCancelled(job.id)
+            except Exception as exc:
+                log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, ValueError))
+                return JobFailed(job.id, user_message(exc))
 
         started = time.monotonic()
         future = loop.run_in_executor(self._pool, work)
-        # A job interrupted by stop() or a timeout still ends (with Cancelled) after nobody waits for
-        # it any more; reading its outcome here keeps asyncio from reporting it as never retrieved.
+        # A job interrupted by stop() or a timeout still ends after nobody waits for it any more;
+        # reading its outcome here keeps asyncio from reporting an exception as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             if self._timeout_s:
@@ -334,14 +359,12 @@ class LocalExecutor(Executor):
                 await future
             await self._emit(JobFailed(job.id, f"it took longer than the {self._timeout_s:.0f} s limit"))
             return
-        except JobCancelledError:
-            await self._emit(JobCancelled(job.id))
+        except Exception:  # the engine could not even be loaded
+            log.exception("job %s could not run", job.id)
+            await self._emit(JobFailed(job.id, "something went wrong in the painter; please try again"))
             return
-        except Exception as exc:
-            from nst_core.runner import user_message
-
-            log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, ValueError))
-            await self._emit(JobFailed(job.id, user_message(exc)))
+        if isinstance(result, JobCancelled | JobFailed):
+            await self._emit(result)
             return
         self._durations.add(time.monotonic() - started)
         await self._emit(

@@ -52,6 +52,24 @@ def run_job(
     return JobResult(data, time.monotonic() - started, result.width, result.height, job.output_format)
 
 
+def warm_up(device: str) -> float:
+    """Load VGG19 onto ``device`` and run it once, so the first job starts as fast as the rest.
+
+    Returns the seconds spent.  Every executor calls it on the thread or process that runs
+    its jobs, before the first one.
+    """
+    import torch
+
+    from nst_core.device import compute_dtype
+    from nst_core.vgg import cached_features
+
+    started = time.monotonic()
+    model = cached_features(device, dtype=compute_dtype(device))  # the one stylize will use
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64, device=device))
+    return time.monotonic() - started
+
+
 def user_message(exc: BaseException) -> str:
     """What to tell the user when a job fails."""
     if isinstance(exc, ImageError | SettingsError | PresetError | StylizeError):
