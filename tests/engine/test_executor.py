@@ -3,7 +3,7 @@
 The bot's event loop answers every user; whatever runs on it blocks them all.  In a
 fresh process the first job used to import the engine (torch, torchvision, the VGG
 module) on the loop itself, which froze the bot for about two seconds before anyone's
-first picture.  These tests run the real ``LocalExecutor`` in a subprocess so that the
+first picture.  This test runs the real ``LocalExecutor`` in a subprocess so that the
 imports really happen, and watch which thread asks for them.
 """
 
@@ -19,9 +19,7 @@ from tests.conftest import ROOT
 
 SCRIPT = textwrap.dedent(
     """
-    import asyncio, io, json, logging, sys, threading
-
-    import builtins
+    import asyncio, builtins, io, json, logging, threading
 
     importers = {}  # module -> the threads that asked for it, even when it was loaded already
     HEAVY = {"torchvision", "nst_core.transfer", "nst_core.runner"}
