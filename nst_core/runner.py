@@ -7,11 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
+from nst_core.device import compute_dtype
 from nst_core.executor import Job
 from nst_core.images import ImageError, encode, open_image
 from nst_core.presets import PresetError, load_preset_image
 from nst_core.settings import SettingsError
 from nst_core.transfer import Cancelled, StylizeError, stylize
+from nst_core.vgg import cached_features
 
 JobCancelledError = Cancelled
 
@@ -55,14 +59,9 @@ def run_job(
 def warm_up(device: str) -> float:
     """Load VGG19 onto ``device`` and run it once, so the first job starts as fast as the rest.
 
-    Returns the seconds spent.  Every executor calls it on the thread or process that runs
-    its jobs, before the first one.
+    Returns the seconds spent.  The in-process executor and ``nst-worker`` call it where
+    their jobs will run (the worker thread, the worker process) before the first one.
     """
-    import torch
-
-    from nst_core.device import compute_dtype
-    from nst_core.vgg import cached_features
-
     started = time.monotonic()
     model = cached_features(device, dtype=compute_dtype(device))  # the one stylize will use
     with torch.no_grad():
