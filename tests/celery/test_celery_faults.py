@@ -45,7 +45,8 @@ async def test_a_worker_killed_mid_job_has_its_job_rerun_by_the_other_and_delive
     assert len(events.of_type(JobDone, "victim")) == 1
     assert len(events.of_type(JobStarted, "victim")) == 2  # the first run and the rerun
     requeued = events.of_type(JobQueued, "victim")
-    assert len(requeued) >= 2, "the bot was not told that its job went back to the queue"
+    sequence = [type(e).__name__ for e in events.by_job["victim"] if not isinstance(e, JobProgress)]
+    assert len(requeued) >= 2, f"the bot was not told that its job went back to the queue; it heard {sequence}"
     await wait_for_log(survivor, "job victim: done")
     await wait_clean(client)
     workers.remove(victim)
