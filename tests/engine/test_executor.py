@@ -4,7 +4,7 @@ The bot's event loop answers every user; whatever runs on it blocks them all.  I
 fresh process the first job used to import the engine (torch, torchvision, the VGG
 module) on the loop itself, which froze the bot for about two seconds before anyone's
 first picture.  This test runs the real ``LocalExecutor`` in a subprocess so that the
-imports really happen, and watch which thread asks for them.
+imports really happen, and watches which thread asks for them.
 """
 
 from __future__ import annotations
