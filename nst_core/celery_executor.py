@@ -485,7 +485,13 @@ class CeleryExecutor(Executor):
             self._watch[job_id] = _Watched("queued")
             await self._announce(job_id, force=True)
         elif kind == "started":
+            known = job_id in self._watch
             watched = self._watch.setdefault(job_id, _Watched())
+            if known and watched.state == "queued" and watched.position is None:
+                # A worker took the job before anyone said where it stands (submit() was
+                # still storing it): it was first in line.  Said now, so JobQueued comes first.
+                watched.position, watched.eta_s = 1, self._eta(1, 0)
+                await self._emit(JobQueued(job_id, 1, watched.eta_s))
             watched.state, watched.position = "running", 0
             await self._emit(JobStarted(job_id, self._durations.typical))
             await self._announce_all()
@@ -564,7 +570,7 @@ class CeleryExecutor(Executor):
             return
         for job_id, rank in zip(queued, ranks, strict=True):
             watched = self._watch.get(job_id)
-            if watched is None:
+            if watched is None or watched.state != "queued":  # started (or finished) meanwhile
                 continue
             if rank is None:
                 if only is None or not force:
