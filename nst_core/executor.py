@@ -236,11 +236,15 @@ class LocalExecutor(Executor):
         self._pool.submit(self._warm_up, self._resolved_device)
         self._task = asyncio.create_task(self._run_forever(), name="local-executor")
 
-    @staticmethod
-    def _warm_up(device: str) -> None:
-        from nst_core.runner import warm_up
-
+    def _warm_up(self, device: str) -> None:
+        """The worker thread's first task; torch's thread count is process-wide, so set once here."""
         try:
+            import torch
+
+            from nst_core.runner import warm_up
+
+            if self._threads:
+                torch.set_num_threads(self._threads)
             log.info("VGG19 warm on %s in %.1f s", device, warm_up(device))
         except Exception as exc:  # the first job will meet the same problem and report it to its user
             log.warning("could not warm VGG19 up on %s: %s", device, exc)
@@ -329,10 +333,6 @@ class LocalExecutor(Executor):
             # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
             from nst_core.runner import JobCancelledError, run_job, user_message
 
-            if self._threads:
-                import torch
-
-                torch.set_num_threads(self._threads)
             try:
                 return run_job(
                     job, device=self._resolved_device, progress=on_progress, cancel=cancel, steps=self._steps
