@@ -36,8 +36,9 @@ from memory import PeakRSS  # noqa: E402  (benchmarks/ is on sys.path as the scr
 
 from nst_core import images  # noqa: E402
 from nst_core.device import compute_dtype, pick_device  # noqa: E402
+from nst_core.schedule import plan  # noqa: E402
 from nst_core.settings import Quality, StyleSettings  # noqa: E402
-from nst_core.transfer import Objective, StylizeProgress, plan, stylize, to_tensor  # noqa: E402
+from nst_core.transfer import Objective, StylizeProgress, stylize, to_tensor  # noqa: E402
 from nst_core.vgg import STYLE_LAYERS, cached_features  # noqa: E402
 
 SHARED = Path(os.environ.get("NST_SHARED_DIR", ROOT.parent / "shared"))

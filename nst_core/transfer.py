@@ -42,7 +42,8 @@ from PIL import Image
 
 from nst_core import device as devices
 from nst_core.images import fit_area, fit_long_side, open_image, resize
-from nst_core.settings import Optimizer, Quality, StyleSettings
+from nst_core.schedule import Scale, plan
+from nst_core.settings import Optimizer, StyleSettings
 from nst_core.vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, cached_features
 
 log = logging.getLogger(__name__)
@@ -290,51 +291,6 @@ def with_chroma_of(luma_image: torch.Tensor, colour_source: torch.Tensor) -> tor
     src = _yiq(colour_source)
     out = torch.cat([_yiq(luma_image)[:, :1], src[:, 1:]], dim=1)
     return _rgb(out).clamp(0, 1)
-
-
-# ---------------------------------------------------------------------------
-# The schedule
-
-
-@dataclass(frozen=True)
-class Scale:
-    width: int
-    height: int
-    steps: int
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-
-#: Steps per scale, coarsest first; the last entry is for the output size.  A
-#: coarse step costs a quarter of the next finer one, so "balanced" at 512 px
-#: costs about 44 full-size steps, of which 100 of 130 run at low resolution.
-#: The finest scale needs ~30 steps whatever came before (benchmarks/RESULTS.md):
-#: the coarse scales buy large-scale structure, not fewer fine steps.
-STEPS = {
-    Quality.FAST: (30, 20, 15),
-    Quality.BALANCED: (60, 40, 30),
-    Quality.BEST: (120, 80, 60),
-}
-MIN_COARSE_SIDE = 128
-
-
-def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = None) -> list[Scale]:
-    """Scales from coarse to fine: each halves the long side, none below 128 px."""
-    w, h = size
-    table = tuple(steps) if steps is not None else STEPS[quality]
-    sizes = [(w, h)]
-    while len(sizes) < len(table) and max(sizes[-1]) // 2 >= MIN_COARSE_SIDE:
-        sw, sh = sizes[-1]
-        sizes.append((max(1, round(sw / 2)), max(1, round(sh / 2))))
-    sizes.reverse()
-    used = table[len(table) - len(sizes) :]
-    # An output too small for any coarse scale gets half the coarse budget at full size
-    # instead: its steps are cheap, and the finest scale is where the loss is decided.
-    if len(sizes) == 1 and len(table) > 1:
-        used = (used[0] + sum(table[:-1]) // 2,)
-    return [Scale(sw, sh, n) for (sw, sh), n in zip(sizes, used, strict=True)]
 
 
 # ---------------------------------------------------------------------------

@@ -218,8 +218,8 @@ def test_sizes_that_do_not_fit_are_refused_up_front(cat, starry, monkeypatch):
 
 
 def test_plan_halves_down_to_128_px_and_keeps_most_steps_coarse():
+    from nst_core.schedule import STEPS, plan
     from nst_core.settings import Quality
-    from nst_core.transfer import STEPS, plan
 
     scales = plan((1024, 683), Quality.BALANCED)
     assert [(s.width, s.height) for s in scales] == [(256, 171), (512, 342), (1024, 683)]
