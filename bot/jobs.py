@@ -405,7 +405,9 @@ class JobService:
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
         # 1 = next to start, as the executor counts; the running job is not "in the queue".
         position = await self.db.count_active("queued")
-        eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
+        eta = await self.executor.estimate(self._job_for(row, content_bytes, style_bytes))
+        if eta is None:
+            eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
         await self._open_status(row, texts.queued(position, eta))
         await self._hand_over(row, content_bytes, style_bytes)
         return row
@@ -486,7 +488,9 @@ class JobService:
         out = []
         for job in await self.db.active_jobs(user_id):
             position = await self.executor.position(job.id)
-            eta = typical if position in (0, None) else (position + 0.5) * typical
+            eta = await self.executor.eta(job.id)
+            if eta is None:
+                eta = typical if position in (0, None) else (position + 0.5) * typical
             out.append((job, position, eta))
         return out
 

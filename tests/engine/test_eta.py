@@ -1,0 +1,136 @@
+"""Queue ETAs: each job counted by its own size, in this machine's seconds.
+
+Until these, every job was guessed at the median of recent ones, and at a fixed
+30 s before the first had finished: on a 2-core CPU a default picture takes 35 s
+to nearly two minutes, and a small fast one a few seconds, so users behind a big
+picture were told far too little and users behind small ones far too much.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import pytest
+from PIL import Image
+
+from nst_core.executor import (
+    DurationModel,
+    Job,
+    JobCancelled,
+    JobEvent,
+    JobQueued,
+    JobStarted,
+    LocalExecutor,
+    StyleRef,
+    blend_eta,
+)
+from nst_core.schedule import StepCost, plan
+from nst_core.settings import Quality, StyleSettings
+
+DEFAULT = plan((512, 341), Quality.BALANCED)
+SMALL = plan((128, 85), Quality.FAST)
+LARGE = plan((1024, 683), Quality.BEST)
+CPU_LIKE = StepCost(fixed_s=0.009, per_pixel_s=4.3e-6)  # what the warm-up measured on a Zen 4
+
+
+def test_before_any_measurement_every_job_gets_the_default_guess() -> None:
+    model = DurationModel(default_s=30.0)
+    assert model.predict(DEFAULT) == model.predict(LARGE) == model.predict(None) == 30.0
+
+
+def test_a_measured_step_cost_sizes_each_job() -> None:
+    model = DurationModel()
+    model.calibrate(CPU_LIKE)
+    assert model.predict(DEFAULT) == pytest.approx(CPU_LIKE.seconds(DEFAULT))
+    assert 30 < model.predict(DEFAULT) < 40
+    assert model.predict(LARGE) > 6 * model.predict(DEFAULT) > 60 * model.predict(SMALL)
+
+
+def test_finished_jobs_correct_the_measurement() -> None:
+    model = DurationModel()
+    model.calibrate(CPU_LIKE)
+    before = model.predict(DEFAULT)
+    model.add(2 * CPU_LIKE.seconds(SMALL), SMALL)  # the host turned out twice as slow
+    assert model.predict(DEFAULT) == pytest.approx(2 * before)
+    # A new measurement starts afresh: the old correction was relative to the old cost.
+    model.calibrate(CPU_LIKE)
+    assert model.predict(DEFAULT) == pytest.approx(before)
+
+
+def test_without_a_measurement_finished_jobs_teach_the_rate() -> None:
+    """The Celery executor's case: workers elsewhere, nothing timed in this process."""
+    model = DurationModel()
+    model.add(40.0, DEFAULT)
+    assert model.predict(DEFAULT) == pytest.approx(40.0)
+    assert model.predict(LARGE) > 6 * 40.0
+    assert model.predict(None) == 40.0  # a job of unknown size: the typical one
+
+
+def test_a_running_jobs_time_left_moves_from_the_prediction_to_its_own_progress() -> None:
+    # 5 % into a picture predicted at 40 s, whose own extrapolation still says 54 s.
+    early = blend_eta(40.0, 2.0, 0.05, 54.0)
+    assert early == pytest.approx(0.95 * 38.0 + 0.05 * 54.0)
+    late = blend_eta(40.0, 36.0, 0.95, 1.0)  # running late: the progress knows better
+    assert late == pytest.approx(0.05 * 4.0 + 0.95 * 1.0)
+    assert blend_eta(None, 2.0, 0.05, 54.0) == 54.0  # nothing measured: the progress alone
+    assert blend_eta(40.0, 50.0, 0.5, None) == 0.0  # over time and no progress figure yet
+
+
+def _photo(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_a_small_job_behind_a_big_one_waits_for_the_big_one_only_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="nst_core")
+    events: list[JobEvent] = []
+
+    async def on_event(event: JobEvent) -> None:
+        events.append(event)
+
+    executor = LocalExecutor("cpu")  # the real schedules: these jobs are cancelled, not finished
+    await executor.start(on_event)
+    try:
+        for _ in range(600):  # the warm-up times a step before the first job
+            if "a step on cpu" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "a step on cpu" in caplog.text, caplog.text
+        style = (StyleRef(preset="starry-night"),)
+        photo = _photo((1200, 800))
+        await executor.submit(Job("default", photo, style, StyleSettings(size=512)))
+        await executor.submit(Job("large", photo, style, StyleSettings(size=1024, quality=Quality.BEST)))
+        await executor.submit(Job("small", photo, style, StyleSettings(size=128, quality=Quality.FAST)))
+
+        def last(kind: type, job_id: str):
+            return [e for e in events if isinstance(e, kind) and e.job_id == job_id][-1]
+
+        for _ in range(100):
+            if any(isinstance(e, JobStarted) for e in events):
+                break
+            await asyncio.sleep(0.05)
+        running = last(JobStarted, "default").eta_s
+        large, small = last(JobQueued, "large").eta_s, last(JobQueued, "small").eta_s
+        assert running is not None and large is not None and small is not None
+        # The big job waits for the running one and then takes several times as long;
+        # the small one after it adds only its own few seconds.
+        assert large > 5 * running, (running, large, small)
+        assert 0 < small - large < 0.1 * running, (running, large, small)
+        # /queue asks the executor, and hears the same figures.
+        assert await executor.eta("small") == pytest.approx(small, rel=0.2)
+        # The first status message's figure, before a job is handed over: the whole queue, then it.
+        another = Job("another", photo, style, StyleSettings(size=128, quality=Quality.FAST))
+        assert await executor.estimate(another) == pytest.approx(small + (small - large), rel=0.2)
+        for job_id in ("small", "large", "default"):
+            await executor.cancel(job_id)
+        for _ in range(600):
+            if len([e for e in events if isinstance(e, JobCancelled)]) == 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await executor.stop()
