@@ -81,11 +81,16 @@ from nst_core.executor import (
     JobQueued,
     JobStarted,
 )
+from nst_core.schedule import Scale, plan_for
 
 log = logging.getLogger(__name__)
 
 #: For a job whose record Redis lost; retryable, so the bot submits it again.
 LOST_REASON = "the queue lost this picture"
+
+#: The long side a worker paints a job that sets none (``device.default_size`` on a CPU);
+#: only the ETA uses it, and the bot always sets a size.
+GUESSED_DEFAULT_SIZE = 512
 
 #: Errors that mean "Redis is not reachable right now" (kombu raises its own for sends).
 OUTAGE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -154,6 +159,9 @@ class CeleryExecutor(Executor):
         self._ready = False  # consumer group exists and the backlog has been read
         self._durations = DurationModel()
         self._durations_loaded = False
+        #: The schedule of each job this process submitted, for its own ETA; the
+        #: workers' default size is a guess here, but the bot always sets one.
+        self._schedules: dict[str, list[Scale] | None] = {}
         self._workers: list[WorkerInfo] = []
         self._workers_at = 0.0
         self._last_length = 0
@@ -232,6 +240,7 @@ class CeleryExecutor(Executor):
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
             return
         watched = self._watch.setdefault(job.id, _Watched())
+        self._schedules[job.id] = plan_for(job.content, job.settings, GUESSED_DEFAULT_SIZE, self._steps)
         self._submitting.add(job.id)  # not stored yet: not "lost" either (see _report_lost)
         try:
             state = await self._submit_remote(job)
@@ -295,6 +304,10 @@ class CeleryExecutor(Executor):
         if running:
             return 0
         return None if rank is None else int(rank) + 1
+
+    async def eta(self, job_id: str) -> float | None:
+        watched = self._watch.get(job_id)
+        return watched.eta_s if watched is not None else None
 
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is current (name, device, current job)."""
@@ -490,14 +503,17 @@ class CeleryExecutor(Executor):
             if known and watched.state == "queued" and watched.position is None:
                 # A worker took the job before anyone said where it stands (submit() was
                 # still storing it): it was first in line.  Said now, so JobQueued comes first.
-                watched.position, watched.eta_s = 1, self._eta(1, 0)
+                watched.position, watched.eta_s = 1, self._eta(job_id, 1, 0)
                 await self._emit(JobQueued(job_id, 1, watched.eta_s))
             watched.state, watched.position = "running", 0
-            await self._emit(JobStarted(job_id, self._durations.typical))
+            watched.eta_s = self._durations.predict(self._schedules.get(job_id))
+            await self._emit(JobStarted(job_id, watched.eta_s))
             await self._announce_all()
         elif kind == "progress":
-            if self._watch.get(job_id, _Watched("running")).state == "running":
+            watched = self._watch.get(job_id, _Watched("running"))
+            if watched.state == "running":
                 eta = float(event["eta"]) if event.get("eta") else None
+                watched.eta_s = eta if eta is not None else watched.eta_s
                 await self._emit(JobProgress(job_id, float(event.get("fraction", 0)), eta))
         elif kind == "done":
             data = await self._client().get(self._keys.result(job_id))
@@ -509,7 +525,7 @@ class CeleryExecutor(Executor):
                     log.info("job %s: result already delivered; skipping a replayed event", job_id)
             else:
                 seconds = float(event.get("seconds", 0))
-                self._durations.add(seconds)
+                self._durations.add(seconds, self._schedules.get(job_id))
                 done = JobDone(
                     job_id, data, seconds, int(event.get("width", 0)), int(event.get("height", 0)),
                     event.get("format", "JPEG"),
@@ -535,6 +551,7 @@ class CeleryExecutor(Executor):
         if job_id in self._finished:
             return
         self._watch.pop(job_id, None)
+        self._schedules.pop(job_id, None)
         self._finished[job_id] = None
         while len(self._finished) > 10_000:
             self._finished.popitem(last=False)
@@ -545,12 +562,12 @@ class CeleryExecutor(Executor):
     def _outbox_position(self, job_id: str) -> int:
         return self._last_length + list(self._outbox).index(job_id) + 1
 
-    def _eta(self, position: int, running: int) -> float:
-        """Seconds until a job at ``position`` is done: the jobs ahead spread over the live workers."""
-        typical = self._durations.typical
+    def _eta(self, job_id: str, position: int, running: int) -> float:
+        """Seconds until a job at ``position`` is done: the jobs ahead (typical ones: other
+        bots may have queued them) spread over the live workers, then the job itself."""
         workers = max(1, len(self._workers))
         ahead = (position - 1) + 0.5 * running
-        return typical * (1 + ahead / workers)
+        return self._durations.typical * ahead / workers + self._durations.predict(self._schedules.get(job_id))
 
     async def _announce(self, job_id: str, *, force: bool = False) -> None:
         await self._announce_all(only=job_id, force=force)
@@ -582,7 +599,7 @@ class CeleryExecutor(Executor):
             if position == watched.position and watched.eta_s is not None and not force:
                 continue
             watched.position = position
-            watched.eta_s = self._eta(position, int(running))
+            watched.eta_s = self._eta(job_id, position, int(running))
             await self._emit(JobQueued(job_id, position, watched.eta_s))
 
     async def _announce_delayed(self) -> None:

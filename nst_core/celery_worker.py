@@ -53,6 +53,8 @@ from nst_core.celery_store import (
     redis_url,
     refuses_writes,
 )
+from nst_core.executor import DurationModel, blend_eta
+from nst_core.schedule import plan_for
 
 log = logging.getLogger("nst_core.worker")
 T = TypeVar("T")
@@ -129,6 +131,10 @@ class WorkerRuntime:
     _thread: threading.Thread | None = field(default=None, init=False)
     _silent_since: dict[tuple[str, str], float] = field(default_factory=dict, init=False)
     gpu_claim: str | None = None  # the P:gpu:{uuid} key this worker holds (``cuda:free``)
+    #: This worker's own estimate of its jobs (calibrated at boot, corrected by each job
+    #: it finishes); it steadies the time left that its progress reports carry.
+    durations: DurationModel = field(default_factory=DurationModel, init=False)
+    default_size: int = field(default=512, init=False)  # the device's; set at boot
 
     def __post_init__(self) -> None:
         self.keys = Keys(self.config.prefix)
@@ -316,10 +322,12 @@ class WorkerRuntime:
                 raise _InputsGone()
             job, steps, timeout_s = decode_inputs(job_id, fields)
             deadline = time.monotonic() + timeout_s if timeout_s else None
+            schedule = plan_for(job.content, job.settings, self.default_size, steps or self.config.steps)
+            predicted = self.durations.predict(schedule) if self.durations.informed(schedule) else None
             result = run_job(
                 job,
                 device=self.device,
-                progress=self._progress_reporter(job_id),
+                progress=self._progress_reporter(job_id, predicted),
                 cancel=self._cancel_check(job_id, deadline),
                 steps=steps or self.config.steps,
             )
@@ -335,6 +343,7 @@ class WorkerRuntime:
             finish = ["failed", user_message(exc), "0"]
         else:
             finish = ["done", result.image, f"{result.seconds:.4f}", result.width, result.height, result.format]
+            self.durations.add(result.seconds, schedule)
         finally:
             self.current_job = None
         kind = finish[0]
@@ -351,12 +360,16 @@ class WorkerRuntime:
         log.info("job %s: %s", job_id, kind)
         return kind
 
-    def _progress_reporter(self, job_id: str) -> Callable[[float, float | None], None]:
+    def _progress_reporter(
+        self, job_id: str, predicted_s: float | None = None
+    ) -> Callable[[float, float | None], None]:
         last = 0.0
+        started = time.monotonic()
 
         def report(fraction: float, eta_s: float | None) -> None:
             nonlocal last
             now = time.monotonic()
+            eta_s = blend_eta(predicted_s, now - started, fraction, eta_s)
             if now - last < 0.5 and fraction < 1.0:
                 return
             last = now
@@ -515,15 +528,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nst-worker: {exc}", file=sys.stderr)
             return 1
         description = describe_device(device)
-    from nst_core.runner import warm_up
+    from nst_core.device import default_size
+    from nst_core.runner import measure_step_cost, warm_up
 
     seconds = warm_up(device)
+    step_cost = measure_step_cost(device)
     presets.fetch_missing_in_background()
     log.info(
-        "worker %s: VGG19 warm on %s in %.1f s; queue at %s",
+        "worker %s: VGG19 warm on %s in %.1f s (a step: %.0f ms + %.2f µs per pixel); queue at %s",
         config.name,
         description,
         seconds,
+        step_cost.fixed_s * 1e3,
+        step_cost.per_pixel_s * 1e6,
         safe_url(config.redis_url),
     )
 
@@ -534,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config.redis_url)
     runtime = WorkerRuntime(config, device, description)
     runtime.gpu_claim = gpu_claim
+    runtime.durations.calibrate(step_cost)
+    runtime.default_size = default_size(device)
 
     def resend(job_id: str) -> None:
         app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE)
