@@ -434,10 +434,11 @@ class LocalExecutor(Executor):
         self, loop: asyncio.AbstractEventLoop, job: Job, cancel: threading.Event, predicted_s: float | None
     ) -> None:
         last_sent = 0.0
+        began = time.monotonic()  # reset when the worker thread takes the job, after any warm-up
 
         def on_progress(fraction: float, eta_s: float | None) -> None:
             nonlocal last_sent
-            eta_s = blend_eta(predicted_s, time.monotonic() - started, fraction, eta_s)
+            eta_s = blend_eta(predicted_s, time.monotonic() - began, fraction, eta_s)
             self._running_eta = eta_s
             now = time.monotonic()
             if now - last_sent < 0.5 and fraction < 1.0:
@@ -446,6 +447,8 @@ class LocalExecutor(Executor):
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
         def work() -> JobResult | JobEvent:
+            nonlocal began
+            began = time.monotonic()
             # Everything that imports torch happens here, on the worker thread: imported on the
             # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
             from nst_core.runner import JobCancelledError, run_job, user_message
@@ -460,7 +463,6 @@ class LocalExecutor(Executor):
                 log.warning("job %s failed: %s", job.id, exc, exc_info=not isinstance(exc, ValueError))
                 return JobFailed(job.id, user_message(exc))
 
-        started = time.monotonic()
         future = loop.run_in_executor(self._pool, work)
         # A job interrupted by stop() or a timeout still ends after nobody waits for it any more;
         # reading its outcome here keeps asyncio from reporting an exception as never retrieved.
@@ -483,7 +485,8 @@ class LocalExecutor(Executor):
         if isinstance(result, JobCancelled | JobFailed):
             await self._emit(result)
             return
-        self._durations.add(time.monotonic() - started, self._schedules.get(job.id))
+        # The job's own time: the first one may have waited for the warm-up as well.
+        self._durations.add(result.seconds, self._schedules.get(job.id))
         await self._emit(
             JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format)
         )
