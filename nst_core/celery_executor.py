@@ -81,7 +81,7 @@ from nst_core.executor import (
     JobQueued,
     JobStarted,
 )
-from nst_core.schedule import Scale, plan_for
+from nst_core.schedule import Scale, StepCost, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class CeleryExecutor(Executor):
         #: workers' default size is a guess here, but the bot always sets one.
         self._schedules: dict[str, list[Scale] | None] = {}
         self._workers: list[WorkerInfo] = []
+        self._workers_cost: StepCost | None = None
         self._workers_at = 0.0
         self._last_length = 0
         self._submit_lock = asyncio.Lock()
@@ -365,6 +366,16 @@ class CeleryExecutor(Executor):
                         infos.append(WorkerInfo.from_json(raw))
         self._workers = sorted(infos, key=lambda w: w.name)
         self._workers_at = time.monotonic()
+        measured = [w for w in infos if w.step_per_pixel_s > 0 or w.step_fixed_s > 0]
+        if measured:
+            # A job goes to whichever worker is free: the average of their measured steps.
+            cost = StepCost(
+                sum(w.step_fixed_s for w in measured) / len(measured),
+                sum(w.step_per_pixel_s for w in measured) / len(measured),
+            )
+            if cost != self._workers_cost:  # the workers changed: corrections learned so far were for others
+                self._workers_cost = cost
+                self._durations.calibrate(cost)
 
     async def _load_durations(self) -> None:
         for raw in reversed(await self._client().lrange(self._keys.durations, 0, 19)):

@@ -225,6 +225,10 @@ class WorkerInfo:
     started: float = 0.0
     job: str | None = None
     jobs_done: int = 0
+    #: The step time the worker measured at boot (``runner.measure_step_cost``), so that
+    #: a bot's ETAs are in its workers' seconds from the first job; 0 from older workers.
+    step_fixed_s: float = 0.0
+    step_per_pixel_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> str:

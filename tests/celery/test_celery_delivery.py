@@ -10,7 +10,8 @@ from celery_harness import Collector, make_job, wait_clean, wait_idle
 from PIL import Image
 
 from nst_core.celery_executor import CeleryExecutor
-from nst_core.executor import JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
+from nst_core.executor import Job, JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted, StyleRef
+from nst_core.settings import Quality, StyleSettings
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,23 @@ async def test_two_workers_drain_30_jobs_from_10_users_each_exactly_once(executo
     assert await ex.queue_length() == 0
     logs = {w.name: w.log.read_text() for w in workers}
     assert all("user" in text for text in logs.values()), "one worker did every job"
+
+
+async def test_a_fresh_bot_estimates_each_picture_in_its_workers_measured_seconds(executor, redis_server, photo):
+    """No job has finished in this bot process yet, and already a large picture is
+    estimated many times longer than a small one: each worker timed a step at boot and
+    says so in its heartbeat.  Before, both were told the same median of recent jobs."""
+    ex, events = executor
+    assert all(w.step_per_pixel_s > 0 for w in await ex.workers())
+    style = (StyleRef(preset="starry-night"),)
+    await ex.submit(Job("eta-large", photo, style, StyleSettings(size=512, quality=Quality.BEST)))
+    await ex.submit(Job("eta-small", photo, style, StyleSettings(size=64, quality=Quality.FAST)))
+    large = events.of_type(JobQueued, "eta-large")[0].eta_s
+    small = events.of_type(JobQueued, "eta-small")[0].eta_s
+    assert large is not None and small is not None
+    assert large > 10 * small, (large, small)
+    await events.wait_for(lambda: len(events.of_type(JobDone)) == 2, 90, "both pictures")
+    await wait_clean(redis_server.client())
 
 
 async def test_cancel_a_queued_job(executor, redis_server, photo):
