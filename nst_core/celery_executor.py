@@ -310,6 +310,17 @@ class CeleryExecutor(Executor):
         watched = self._watch.get(job_id)
         return watched.eta_s if watched is not None else None
 
+    async def estimate(self, job: Job) -> float | None:
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            pipe.zcard(self._keys.pending)
+            pipe.hlen(self._keys.running)
+            pending, running = await pipe.execute()
+        except OUTAGE:
+            return None  # the bot falls back on its own guess; the job itself will say "delayed"
+        schedule = plan_for(job.content, job.settings, GUESSED_DEFAULT_SIZE, self._steps)
+        return self._eta_for(schedule, int(pending) + 1, int(running))
+
     async def workers(self) -> list[WorkerInfo]:
         """Workers whose heartbeat is current (name, device, current job)."""
         await self._refresh_workers(force=True)
@@ -574,11 +585,14 @@ class CeleryExecutor(Executor):
         return self._last_length + list(self._outbox).index(job_id) + 1
 
     def _eta(self, job_id: str, position: int, running: int) -> float:
+        return self._eta_for(self._schedules.get(job_id), position, running)
+
+    def _eta_for(self, schedule: list[Scale] | None, position: int, running: int) -> float:
         """Seconds until a job at ``position`` is done: the jobs ahead (typical ones: other
         bots may have queued them) spread over the live workers, then the job itself."""
         workers = max(1, len(self._workers))
         ahead = (position - 1) + 0.5 * running
-        return self._durations.typical * ahead / workers + self._durations.predict(self._schedules.get(job_id))
+        return self._durations.typical * ahead / workers + self._durations.predict(schedule)
 
     async def _announce(self, job_id: str, *, force: bool = False) -> None:
         await self._announce_all(only=job_id, force=force)

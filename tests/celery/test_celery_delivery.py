@@ -79,8 +79,12 @@ async def test_a_fresh_bot_estimates_each_picture_in_its_workers_measured_second
     ex, events = executor
     assert all(w.step_per_pixel_s > 0 for w in await ex.workers())
     style = (StyleRef(preset="starry-night"),)
-    await ex.submit(Job("eta-large", photo, style, StyleSettings(size=512, quality=Quality.BEST)))
-    await ex.submit(Job("eta-small", photo, style, StyleSettings(size=64, quality=Quality.FAST)))
+    large_job = Job("eta-large", photo, style, StyleSettings(size=512, quality=Quality.BEST))
+    small_job = Job("eta-small", photo, style, StyleSettings(size=64, quality=Quality.FAST))
+    # The first status message's figure, asked before the job is handed over.
+    assert await ex.estimate(large_job) > 10 * await ex.estimate(small_job)
+    await ex.submit(large_job)
+    await ex.submit(small_job)
     large = events.of_type(JobQueued, "eta-large")[0].eta_s
     small = events.of_type(JobQueued, "eta-small")[0].eta_s
     assert large is not None and small is not None
