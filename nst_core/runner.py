@@ -88,8 +88,10 @@ def measure_step_cost(device: str) -> StepCost:
         x = torch.rand(1, 3, height, width, device=device, requires_grad=True)
         started = time.perf_counter()
         sum(f.float().square().mean() for f in model(x).values()).backward()
-        if device.startswith("cuda"):
+        if device.startswith("cuda"):  # GPUs run asynchronously: wait for the work, not its launch
             torch.cuda.synchronize(device)
+        elif device == "mps":
+            torch.mps.synchronize()
         return time.perf_counter() - started
 
     timings = []
