@@ -134,7 +134,6 @@ class WorkerRuntime:
     #: This worker's own estimate of its jobs (calibrated at boot, corrected by each job
     #: it finishes); it steadies the time left that its progress reports carry.
     durations: DurationModel = field(default_factory=DurationModel, init=False)
-    step_cost: StepCost | None = field(default=None, init=False)  # measured at boot
     default_size: int = field(default=512, init=False)  # the device's; set at boot
 
     def __post_init__(self) -> None:
@@ -155,11 +154,11 @@ class WorkerRuntime:
     # -- heartbeat and reaper ---------------------------------------------------------
 
     def info(self) -> WorkerInfo:
+        cost = self.durations.cost or StepCost(0.0, 0.0)  # zeros: not measured
         return WorkerInfo(
             name=self.name, device=self.device, description=self.description, host=socket.gethostname(),
             pid=os.getpid(), started=self.started, job=self.current_job, jobs_done=self.jobs_done,
-            step_fixed_s=self.step_cost.fixed_s if self.step_cost else 0.0,
-            step_per_pixel_s=self.step_cost.per_pixel_s if self.step_cost else 0.0,
+            step_fixed_s=cost.fixed_s, step_per_pixel_s=cost.per_pixel_s,
         )  # fmt: skip
 
     def beat(self) -> None:
@@ -554,7 +553,6 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(config.redis_url)
     runtime = WorkerRuntime(config, device, description)
     runtime.gpu_claim = gpu_claim
-    runtime.step_cost = step_cost
     runtime.durations.calibrate(step_cost)
     runtime.default_size = default_size(device)
 

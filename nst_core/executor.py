@@ -196,6 +196,11 @@ class DurationModel:
         self._ratios: collections.deque[float] = collections.deque(maxlen=20)
         self._recent: collections.deque[float] = collections.deque(maxlen=20)
 
+    @property
+    def cost(self) -> StepCost | None:
+        """The measured step cost in use, if any."""
+        return self._cost
+
     def calibrate(self, cost: StepCost) -> None:
         """Use a measured cost from now on; corrections learned against the old one no longer apply."""
         self._cost = cost
