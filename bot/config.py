@@ -68,6 +68,9 @@ class BotConfig(BaseSettings):
     max_jobs_per_user: int = Field(default=2, ge=1, validation_alias=_env("NST_MAX_JOBS_PER_USER"))
     max_queue: int = Field(default=20, ge=1, validation_alias=_env("NST_MAX_QUEUE"))
     job_timeout_s: float = Field(default=600.0, gt=0, validation_alias=_env("NST_JOB_TIMEOUT_S"))
+    #: At a stop, a picture expected to be done within this many seconds is finished and
+    #: sent rather than painted again after the restart.  Docker waits 10 s by default.
+    stop_grace_s: float = Field(default=5.0, ge=0, validation_alias=_env("NST_STOP_GRACE_S"))
     max_file_bytes: int | None = Field(default=None, ge=1, validation_alias=_env("NST_MAX_FILE_BYTES"))
     max_pixels: int = Field(default=50_000_000, ge=1, validation_alias=_env("NST_MAX_PIXELS"))
     size_small: int = Field(default=256, ge=64, le=4096, validation_alias=_env("NST_SIZE_SMALL"))

@@ -270,7 +270,7 @@ class JobService:
         for timer in self._timers:
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
-        await self.executor.stop()
+        await self.executor.stop(grace_s=self.config.stop_grace_s)
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=10)

@@ -213,7 +213,8 @@ class CeleryExecutor(Executor):
         while await self._read_once(">", block=False):
             pass
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """``grace_s`` changes nothing here: a worker finishes its job whatever the bot does."""
         self._stopping = True
         if self._task is not None:
             # A cancel that lands inside redis-py's blocking read can be absorbed there; the

@@ -142,8 +142,13 @@ class Executor(abc.ABC):
         """Cancel a queued or running job; True if it was known and not finished."""
 
     @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop taking work.  Queued jobs are not lost: the caller keeps them in its database."""
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        """Stop taking work.  Queued jobs are not lost: the caller keeps them in its database.
+
+        A job running here that should finish within ``grace_s`` is let finish, and its
+        outcome reported, rather than interrupted and painted all over again at the next
+        start.  (Remote workers finish their jobs whatever the caller does.)
+        """
 
     @abc.abstractmethod
     async def queue_length(self) -> int:
@@ -290,6 +295,7 @@ class LocalExecutor(Executor):
         self._on_event: EventSink | None = None
         self._durations = DurationModel()
         self._resolved_device: str | None = None
+        self._stopping = False
 
     @property
     def device(self) -> str:
@@ -334,7 +340,13 @@ class LocalExecutor(Executor):
         except Exception as exc:  # the first job will meet the same problem and report it to its user
             log.warning("could not warm VGG19 up on %s: %s", device, exc)
 
-    async def stop(self) -> None:
+    async def stop(self, *, grace_s: float = 0.0) -> None:
+        self._stopping = True  # the loop starts no further job
+        if grace_s > 0 and self._running is not None and self._task is not None and self._running_left() <= grace_s:
+            job_id = self._running[0].id
+            log.info("letting job %s finish (about %.0f s left) before stopping", job_id, self._running_left())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), grace_s)
         if self._running is not None:
             self._running[1].set()
         if self._task is not None:
@@ -417,7 +429,7 @@ class LocalExecutor(Executor):
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()

@@ -104,6 +104,9 @@ class BotRunner:
             "status_interval_s": 0.2,
             "album_wait_s": 0.5,
             "admin_ids": [42],
+            # A test that stops the bot mid-job means to interrupt it; the one that checks
+            # the grace period sets its own.
+            "stop_grace_s": 0,
         }
         values.update(self.overrides)
         return BotConfig(**values)

@@ -75,6 +75,28 @@ async def test_graceful_stop_keeps_queued_jobs_in_the_database(
     assert "The Kiss" in text_of(result)
 
 
+async def test_a_stop_finishes_and_sends_a_picture_that_is_nearly_done(
+    tg: FakeTelegram, tmp_path: Path, alice: dict
+) -> None:
+    """Within the grace period the picture is sent before the bot exits, and never painted twice."""
+    runner = BotRunner(tg, tmp_path / "data", stop_grace_s=120)
+    try:
+        await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(150,)))
+        chat = tg.private_chat(alice)
+        tg.send_photo(chat, alice, image_bytes(), caption="the-kiss")
+        await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+        await runner.stop()
+        (result,) = [r for r in tg.calls("sendPhoto")]
+        assert "The Kiss" in text_of(result)
+
+        await runner.start()  # the same database: nothing left to do
+        await settle(2.0)
+        assert len(tg.calls("sendPhoto")) == 1
+        assert not any("I restarted" in text_of(r) for r in tg.calls("editMessageText"))
+    finally:
+        await runner.stop()
+
+
 def test_missing_or_malformed_token_fails_with_one_line(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
