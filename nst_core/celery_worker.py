@@ -53,8 +53,8 @@ from nst_core.celery_store import (
     redis_url,
     refuses_writes,
 )
-from nst_core.executor import DurationModel, blend_eta
-from nst_core.schedule import StepCost, plan_for
+from nst_core.executor import DurationModel
+from nst_core.schedule import StepCost, blend_eta, plan_for
 
 log = logging.getLogger("nst_core.worker")
 T = TypeVar("T")

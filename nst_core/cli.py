@@ -65,10 +65,17 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: tqdm's own rate and time left are left out: they would count steps, and ours counts work.
+BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {elapsed}{postfix}"
+
+
 def _stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from nst_core.device import describe_device, pick_device
+    from nst_core.device import default_size, describe_device, pick_device
+    from nst_core.images import fit_long_side
+    from nst_core.runner import measure_step_cost
+    from nst_core.schedule import blend_eta, plan
     from nst_core.transfer import StylizeError, StylizeProgress, stylize
 
     if not args.style and not args.preset:
@@ -93,17 +100,24 @@ def _stylize(args: argparse.Namespace) -> int:
 
     bar = None
     started = time.monotonic()
+    predicted = None
+    if not args.quiet:
+        # A fraction of a second that makes the ETA right from the first step (see
+        # schedule.blend_eta); the bar fills by work done, not by steps, which differ 16x in cost.
+        schedule = plan(fit_long_side(content.size, settings.size or default_size(device)), settings.quality)
+        predicted = measure_step_cost(device).seconds(schedule)
 
     def on_step(p: StylizeProgress) -> None:
         nonlocal bar
         if args.quiet:
             return
         if bar is None:
-            bar = tqdm(total=p.total_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=100, dynamic_ncols=True, file=sys.stderr, bar_format=BAR_FORMAT)
         bar.set_description(f"scale {p.scale}/{p.scales} {p.width}x{p.height}")
-        eta = f"{p.eta:.0f}s" if p.eta is not None else "?"
-        bar.set_postfix_str(f"loss {p.loss:.4g}, eta {eta}", refresh=False)
-        bar.update(p.step - bar.n)
+        eta = blend_eta(predicted, p.elapsed, p.fraction, p.eta)
+        left = f"{eta:.0f} s left" if eta is not None else "? s left"
+        bar.set_postfix_str(f"step {p.step}/{p.total_steps}, loss {p.loss:.4g}, {left}", refresh=False)
+        bar.update(100 * p.fraction - bar.n)
 
     try:
         result = stylize(content, styles, settings, device=device, progress=on_step)

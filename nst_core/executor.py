@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nst_core.schedule import Scale, StepCost, plan_for
+from nst_core.schedule import Scale, StepCost, blend_eta, plan_for
 from nst_core.settings import StyleSettings
 
 if TYPE_CHECKING:
@@ -233,25 +233,6 @@ class DurationModel:
     @property
     def typical(self) -> float:
         return _median(self._recent) if self._recent else self._default
-
-
-def blend_eta(
-    predicted_s: float | None, elapsed_s: float, fraction: float, progress_eta_s: float | None
-) -> float | None:
-    """Time left for a running job: the prediction early on, the job's own progress later.
-
-    The job's extrapolation (elapsed / fraction) runs high at first, when setting up
-    and the cheap coarse steps weigh more than their share of pixels: at 5 % of a
-    default picture it said 54 s where 35 s were left.  The prediction, made
-    before the start, is right on average but blind to this job; weighting it by
-    the work left hands over smoothly.
-    """
-    if predicted_s is None:
-        return progress_eta_s
-    prior = max(predicted_s - elapsed_s, 0.0)
-    if progress_eta_s is None:
-        return prior
-    return (1 - fraction) * prior + fraction * progress_eta_s
 
 
 def _median(values: Iterable[float]) -> float:

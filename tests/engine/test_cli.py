@@ -32,7 +32,7 @@ def test_stylize_writes_the_picture_and_reports_the_time(tmp_path, capsys):
     # ...and in which precision, which explains the time.
     bf16 = compute_dtype("cpu") == torch.bfloat16
     assert ("bfloat16 convolutions" in stdout) == bf16, stdout
-    assert "step" in err  # the progress bar
+    assert "step" in err and "s left" in err  # the progress bar
 
 
 def test_own_style_file_and_blend(tmp_path, capsys):

@@ -24,9 +24,8 @@ from nst_core.executor import (
     JobStarted,
     LocalExecutor,
     StyleRef,
-    blend_eta,
 )
-from nst_core.schedule import StepCost, plan
+from nst_core.schedule import StepCost, blend_eta, plan
 from nst_core.settings import Quality, StyleSettings
 
 DEFAULT = plan((512, 341), Quality.BALANCED)
