@@ -432,11 +432,10 @@ class LocalExecutor(Executor):
         self, loop: asyncio.AbstractEventLoop, job: Job, cancel: threading.Event, predicted_s: float | None
     ) -> None:
         last_sent = 0.0
-        began = time.monotonic()  # reset when the worker thread takes the job, after any warm-up
 
         def on_progress(fraction: float, eta_s: float | None) -> None:
             nonlocal last_sent
-            eta_s = blend_eta(predicted_s, time.monotonic() - began, fraction, eta_s)
+            eta_s = blend_eta(predicted_s, time.monotonic() - self._running_since, fraction, eta_s)
             self._running_eta = eta_s
             now = time.monotonic()
             if now - last_sent < 0.5 and fraction < 1.0:
@@ -445,8 +444,7 @@ class LocalExecutor(Executor):
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
         def work() -> JobResult | JobEvent:
-            nonlocal began
-            began = time.monotonic()
+            self._running_since = time.monotonic()  # again: the first job may have waited for the warm-up
             # Everything that imports torch happens here, on the worker thread: imported on the
             # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
             from nst_core.runner import JobCancelledError, run_job, user_message
