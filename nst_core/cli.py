@@ -107,16 +107,28 @@ def _stylize(args: argparse.Namespace) -> int:
         schedule = plan(fit_long_side(content.size, settings.size or default_size(device)), settings.quality)
         predicted = measure_step_cost(device).seconds(schedule)
 
+    # A terminal gets a live bar; a log file or pipe a plain line every 10 % of the work,
+    # instead of hundreds of carriage-return updates.
+    interactive = sys.stderr.isatty()
+    lines_written = 0
+
     def on_step(p: StylizeProgress) -> None:
-        nonlocal bar
+        nonlocal bar, lines_written
         if args.quiet:
+            return
+        where = f"scale {p.scale}/{p.scales} {p.width}x{p.height}"
+        eta = blend_eta(predicted, p.elapsed, p.fraction, p.eta)
+        left = f"{eta:.0f} s left" if eta is not None else "? s left"
+        details = f"step {p.step}/{p.total_steps}, loss {p.loss:.4g}, {left}"
+        if not interactive:
+            if p.fraction * 10 >= lines_written or p.step == p.total_steps:
+                print(f"{where}: {100 * p.fraction:3.0f}%, {p.elapsed:.0f} s, {details}", file=sys.stderr, flush=True)
+                lines_written = int(p.fraction * 10) + 1
             return
         if bar is None:
             bar = tqdm(total=100, dynamic_ncols=True, file=sys.stderr, bar_format=BAR_FORMAT)
-        bar.set_description(f"scale {p.scale}/{p.scales} {p.width}x{p.height}")
-        eta = blend_eta(predicted, p.elapsed, p.fraction, p.eta)
-        left = f"{eta:.0f} s left" if eta is not None else "? s left"
-        bar.set_postfix_str(f"step {p.step}/{p.total_steps}, loss {p.loss:.4g}, {left}", refresh=False)
+        bar.set_description(where)
+        bar.set_postfix_str(details, refresh=False)
         bar.update(100 * p.fraction - bar.n)
 
     try:
