@@ -459,9 +459,16 @@ def check(config: WorkerConfig) -> int:
         print(f"nst-worker check FAILED: device: {exc}")
         return 1
     try:
-        from nst_core.runner import warm_up
+        from nst_core.device import default_size
+        from nst_core.images import fit_long_side
+        from nst_core.runner import measure_step_cost, warm_up
+        from nst_core.schedule import plan
+        from nst_core.settings import Quality
 
         seconds = warm_up(device)
+        # What a machine being added will be like to its users: a default picture (3:2 photo).
+        side = default_size(device)
+        picture = measure_step_cost(device).seconds(plan(fit_long_side((3, 2), side), Quality.BALANCED))
     except Exception as exc:
         print(f"nst-worker check FAILED: VGG19 weights on {description}: {exc}")
         return 1
@@ -473,7 +480,10 @@ def check(config: WorkerConfig) -> int:
     except Exception as exc:
         print(f"nst-worker check FAILED: redis at {url}: {exc}")
         return 1
-    print(f"nst-worker check ok: device {description}, VGG19 weights loaded in {seconds:.1f} s, redis at {url} answers")
+    print(
+        f"nst-worker check ok: device {description}, VGG19 weights loaded in {seconds:.1f} s, "
+        f"a default picture ({side} px, balanced) in about {picture:.0f} s, redis at {url} answers"
+    )
     return 0
 
 

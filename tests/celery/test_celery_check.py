@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def test_check_passes_against_a_live_redis(redis_server: RedisServer, preset_cac
     assert result.returncode == 0, result.stdout + result.stderr
     line = result.stdout.strip()
     assert "\n" not in line and line.startswith("nst-worker check ok") and "cpu" in line
+    # What the machine is worth to its users, from a step timed there: seconds, not a placeholder.
+    found = re.search(r"a default picture \((\d+) px, balanced\) in about (\d+) s", line)
+    assert found and int(found[1]) >= 64 and int(found[2]) >= 1, line
 
 
 def test_check_fails_with_one_clear_line_when_redis_is_down(preset_cache: Path) -> None:
