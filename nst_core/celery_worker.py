@@ -460,15 +460,14 @@ def check(config: WorkerConfig) -> int:
         return 1
     try:
         from nst_core.device import default_size
-        from nst_core.images import fit_long_side
         from nst_core.runner import measure_step_cost, warm_up
-        from nst_core.schedule import plan
-        from nst_core.settings import Quality
+        from nst_core.schedule import plan_at
+        from nst_core.settings import StyleSettings
 
         seconds = warm_up(device)
         # What a machine being added will be like to its users: a default picture (3:2 photo).
         side = default_size(device)
-        picture = measure_step_cost(device).seconds(plan(fit_long_side((3, 2), side), Quality.BALANCED))
+        picture = measure_step_cost(device).seconds(plan_at((3, 2), StyleSettings(), side))
     except Exception as exc:
         print(f"nst-worker check FAILED: VGG19 weights on {description}: {exc}")
         return 1

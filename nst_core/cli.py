@@ -73,9 +73,8 @@ def _stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nst_core.device import default_size, describe_device, pick_device
-    from nst_core.images import fit_long_side
     from nst_core.runner import measure_step_cost
-    from nst_core.schedule import blend_eta, plan
+    from nst_core.schedule import blend_eta, plan_at
     from nst_core.transfer import StylizeError, StylizeProgress, stylize
 
     if not args.style and not args.preset:
@@ -104,8 +103,7 @@ def _stylize(args: argparse.Namespace) -> int:
     if not args.quiet:
         # A fraction of a second that makes the ETA right from the first step (see
         # schedule.blend_eta); the bar fills by work done, not by steps, which differ 16x in cost.
-        schedule = plan(fit_long_side(content.size, settings.size or default_size(device)), settings.quality)
-        predicted = measure_step_cost(device).seconds(schedule)
+        predicted = measure_step_cost(device).seconds(plan_at(content.size, settings, default_size(device)))
 
     # A terminal gets a live bar; a log file or pipe a plain line every 10 % of the work,
     # instead of hundreds of carriage-return updates.

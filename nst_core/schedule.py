@@ -58,6 +58,13 @@ def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = 
     return [Scale(sw, sh, n) for (sw, sh), n in zip(sizes, used, strict=True)]
 
 
+def plan_at(
+    size: tuple[int, int], settings: StyleSettings, default_long_side: int, steps: Sequence[int] | None = None
+) -> list[Scale]:
+    """The schedule for a photo of ``size`` with these settings (no size set: the device's default)."""
+    return plan(fit_long_side(size, settings.size or default_long_side), settings.quality, steps)
+
+
 def plan_for(
     content: bytes, settings: StyleSettings, default_long_side: int, steps: Sequence[int] | None = None
 ) -> list[Scale] | None:
@@ -73,7 +80,7 @@ def plan_for(
         return None
     if min(size) < 1:
         return None
-    return plan(fit_long_side(size, settings.size or default_long_side), settings.quality, steps)
+    return plan_at(size, settings, default_long_side, steps)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The `nst` command as a user types it."""
 
+import re
 import subprocess
 import sys
 
@@ -36,6 +37,8 @@ def test_stylize_writes_the_picture_and_reports_the_time(tmp_path, capsys):
     lines = [line for line in err.splitlines() if "s left" in line]
     assert len(lines) >= 2 and all("step" in line and "%" in line for line in lines), err
     assert "\r" not in err
+    # Seconds from the very first step: the step timed beforehand, before any progress to extrapolate.
+    assert re.search(r"step 1/\d+, .*, \d+ s left", lines[0]), lines[0]
 
 
 def test_own_style_file_and_blend(tmp_path, capsys):
