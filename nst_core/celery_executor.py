@@ -385,7 +385,7 @@ class CeleryExecutor(Executor):
                 sum(w.step_fixed_s for w in measured) / len(measured),
                 sum(w.step_per_pixel_s for w in measured) / len(measured),
             )
-            if cost != self._workers_cost:  # the workers changed: corrections learned so far were for others
+            if cost != self._workers_cost:  # the workers changed
                 self._workers_cost = cost
                 self._durations.calibrate(cost)
 

@@ -207,9 +207,16 @@ class DurationModel:
         return self._cost
 
     def calibrate(self, cost: StepCost) -> None:
-        """Use a measured cost from now on; corrections learned against the old one no longer apply."""
+        """Use a measured cost from now on (a warm-up's, or the workers' latest).
+
+        The corrections stay: each is how far a job ran from what was predicted for it,
+        a property of the prediction (what the steps leave out) more than of the device,
+        so it carries over when a worker restarts or a faster one joins.  Not those
+        taken against the nominal unit, though: they convert units, not a prediction.
+        """
+        if self._cost is None:
+            self._ratios.clear()
         self._cost = cost
-        self._ratios.clear()
 
     def add(self, seconds: float, schedule: Sequence[Scale] | None = None) -> None:
         self._recent.append(seconds)

@@ -32,6 +32,7 @@ DEFAULT = plan((512, 341), Quality.BALANCED)
 SMALL = plan((128, 85), Quality.FAST)
 LARGE = plan((1024, 683), Quality.BEST)
 CPU_LIKE = StepCost(fixed_s=0.009, per_pixel_s=4.3e-6)  # what the warm-up measured on a Zen 4
+GPU_LIKE = StepCost(fixed_s=0.004, per_pixel_s=1e-8)
 
 
 def test_before_any_measurement_every_job_gets_the_default_guess() -> None:
@@ -53,9 +54,12 @@ def test_finished_jobs_correct_the_measurement() -> None:
     before = model.predict(DEFAULT)
     model.add(2 * CPU_LIKE.seconds(SMALL), SMALL)  # the host turned out twice as slow
     assert model.predict(DEFAULT) == pytest.approx(2 * before)
-    # A new measurement starts afresh: the old correction was relative to the old cost.
-    model.calibrate(CPU_LIKE)
-    assert model.predict(DEFAULT) == pytest.approx(before)
+    # A worker restarts and times the same step again: what the jobs taught still holds.
+    model.calibrate(StepCost(CPU_LIKE.fixed_s, CPU_LIKE.per_pixel_s))
+    assert model.predict(DEFAULT) == pytest.approx(2 * before)
+    # A GPU worker takes over: the jobs ran twice as long as predicted, not at a CPU's pace.
+    model.calibrate(GPU_LIKE)
+    assert model.predict(DEFAULT) == pytest.approx(2 * GPU_LIKE.seconds(DEFAULT))
 
 
 def test_without_a_measurement_finished_jobs_teach_the_rate() -> None:
@@ -65,6 +69,9 @@ def test_without_a_measurement_finished_jobs_teach_the_rate() -> None:
     assert model.predict(DEFAULT) == pytest.approx(40.0)
     assert model.predict(LARGE) > 6 * 40.0
     assert model.predict(None) == 40.0  # a job of unknown size: the typical one
+    # Then the workers' heartbeats say what a step costs: seconds from now on, not units.
+    model.calibrate(CPU_LIKE)
+    assert model.predict(DEFAULT) == pytest.approx(CPU_LIKE.seconds(DEFAULT))
 
 
 def test_a_running_jobs_time_left_moves_from_the_prediction_to_its_own_progress() -> None:
