@@ -101,8 +101,8 @@ def _stylize(args: argparse.Namespace) -> int:
     started = time.monotonic()
     predicted = None
     if not args.quiet:
-        # A fraction of a second that makes the ETA right from the first step (see
-        # schedule.blend_eta); the bar fills by work done, not by steps, which differ 16x in cost.
+        # About a second (four steps at 128 px) that makes the ETA right from the first step
+        # (see schedule.blend_eta); the bar fills by work done, not by steps, which differ 16x in cost.
         predicted = measure_step_cost(device).seconds(plan_at(content.size, settings, default_size(device)))
 
     # A terminal gets a live bar; a log file or pipe a plain line every 10 % of the work,

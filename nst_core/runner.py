@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+import statistics
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 
 from nst_core.device import compute_dtype
 from nst_core.executor import Job
 from nst_core.images import ImageError, encode, open_image
 from nst_core.presets import PresetError, load_preset_image
 from nst_core.schedule import StepCost
-from nst_core.settings import SettingsError
-from nst_core.transfer import Cancelled, StylizeError, stylize
+from nst_core.settings import Quality, SettingsError, StyleSettings
+from nst_core.transfer import Cancelled, StylizeError, StylizeProgress, stylize
 from nst_core.vgg import cached_features
 
 JobCancelledError = Cancelled
@@ -70,37 +74,41 @@ def warm_up(device: str) -> float:
     return time.monotonic() - started
 
 
-#: Image sizes a step is timed at for ETAs: small enough to cost well under a second on a
-#: 2-core CPU, far enough apart to separate a GPU's fixed cost per step from its cost per pixel.
-CALIBRATION_SIZES = ((64, 64), (128, 128))
+#: Square sizes whose steps are timed for ETAs: a default picture's coarse scale, and on a
+#: GPU the next one as well, to tell its fixed cost per step from its cost per pixel.  On a
+#: CPU nearly all of a step's cost is per pixel, and one size costs a fifth of two.
+CPU_CALIBRATION_SIDES = (128,)
+GPU_CALIBRATION_SIDES = (128, 256)
+#: Steps at each size: the three between their four reports are timed.
+CALIBRATION_STEPS = 4
 
 
-def measure_step_cost(device: str) -> StepCost:
-    """Time one evaluation (VGG19 forward, gradient back to the image) at two sizes.
+def measure_step_cost(device: str, sides: tuple[int, ...] | None = None) -> StepCost:
+    """Time the engine's own steps, on noise: what a picture's steps will cost.
 
-    Extrapolated, it predicted a default picture on a Zen 4 CPU within 6 % (34.7 s
-    for 37.0 s) and a small fast one within 1 %; the executors correct the rest
-    from the jobs they finish.
+    Real steps at a default picture's coarse scale, where bare passes through VGG19
+    at 64 and 128 px (until these) said 0.75× of a default picture's time on a Zen 3
+    CPU, whose bigger steps cost more per pixel and whose real steps also pay for
+    the Gram matrices, the pyramid and L-BFGS; on a GPU the steps replay a CUDA
+    graph, as a job's do.  The executors correct the rest from the jobs they finish.
     """
-    model = cached_features(device, dtype=compute_dtype(device))
-
-    def step(width: int, height: int) -> float:
-        x = torch.rand(1, 3, height, width, device=device, requires_grad=True)
-        started = time.perf_counter()
-        sum(f.float().square().mean() for f in model(x).values()).backward()
-        if device.startswith("cuda"):  # GPUs run asynchronously: wait for the work, not its launch
-            torch.cuda.synchronize(device)
-        elif device == "mps":
-            torch.mps.synchronize()
-        return time.perf_counter() - started
-
+    if sides is None:
+        sides = CPU_CALIBRATION_SIDES if device == "cpu" else GPU_CALIBRATION_SIDES
+    noise = random.Random(0)
     timings = []
-    for width, height in CALIBRATION_SIZES:
-        step(width, height)  # the first call at a size allocates and picks kernels
-        # The fastest of three: a step is never faster than the device allows, often slower
-        # when something else in the process (the bot starting up) wants the CPU.
-        timings.append((width * height, min(step(width, height) for _ in range(3))))
-    return StepCost.fit(*timings)
+    for side in sides:
+        content, style = (Image.frombytes("RGB", (side, side), noise.randbytes(side * side * 3)) for _ in range(2))
+        reports: list[StylizeProgress] = []
+        settings = StyleSettings(size=side, quality=Quality.FAST)
+        stylize(content, style, settings, device=device, progress=reports.append, steps=(CALIBRATION_STEPS,))
+        # From one report to the next (the set-up comes before the first); the median, as on a
+        # GPU the first of these also records the CUDA graph that the others replay.
+        steps = [later.elapsed - earlier.elapsed for earlier, later in itertools.pairwise(reports)]
+        timings.append((side * side, statistics.median(steps)))
+    if len(timings) == 1:  # all of it per pixel
+        ((pixels, seconds),) = timings
+        return StepCost(0.0, seconds / pixels)
+    return StepCost.fit(timings[0], timings[-1])
 
 
 def user_message(exc: BaseException) -> str:

@@ -126,7 +126,8 @@ async def test_user_who_blocked_the_bot_is_dropped_and_logged(
 async def test_engine_error_is_reported_and_the_worker_stays_up(
     tg: FakeTelegram, bot: BotRunner, alice: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = nst_core.runner.stylize
+    # The job fails, not the warm-up, which runs the engine too (to time its steps).
+    real = nst_core.runner.run_job
     calls = {"n": 0}
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -135,7 +136,7 @@ async def test_engine_error_is_reported_and_the_worker_stays_up(
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(nst_core.runner, "stylize", flaky)
+    monkeypatch.setattr(nst_core.runner, "run_job", flaky)
     chat = tg.private_chat(alice)
     tg.send_text(chat, alice, "/strength 7")
     await wait_text(tg, chat["id"], "Strength set to 7")

@@ -140,3 +140,14 @@ async def test_a_small_job_behind_a_big_one_waits_for_the_big_one_only_once(
             await asyncio.sleep(0.1)
     finally:
         await executor.stop()
+
+
+def test_the_warm_up_times_the_engines_own_steps() -> None:
+    from nst_core.runner import measure_step_cost
+
+    # On a CPU one size, and every second of it per pixel.
+    one = measure_step_cost("cpu")
+    assert one.fixed_s == 0 and one.per_pixel_s > 0
+    # Two (a GPU's): a line through both.
+    two = measure_step_cost("cpu", sides=(64, 128))
+    assert 0 < two.seconds(plan((64, 64), Quality.FAST, (1,))) < two.seconds(plan((128, 128), Quality.FAST, (1,)))
