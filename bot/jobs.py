@@ -382,8 +382,7 @@ class JobService:
             raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user))
         in_queue = await self.db.count_active()
         if in_queue >= self.config.max_queue:
-            typical = await self.db.typical_seconds() or 60.0
-            raise RequestError(texts.busy(in_queue * typical))
+            raise RequestError(texts.busy(await self._time_to_room(in_queue)))
         if settings is None:
             settings = self.style_settings(await self.prefs(who.user_id))
         row = JobRow(
@@ -411,6 +410,13 @@ class JobService:
         await self._open_status(row, texts.queued(position, eta))
         await self._hand_over(row, content_bytes, style_bytes)
         return row
+
+    async def _time_to_room(self, in_queue: int) -> float:
+        """Seconds until the queue takes another picture: when the first in the works is done."""
+        left = [await self.executor.eta(job.id) for job in await self.db.jobs_with_status(ACTIVE)]
+        if known := [s for s in left if s is not None]:
+            return min(known)
+        return in_queue * (await self.db.typical_seconds() or 60.0)
 
     async def _hand_over(self, row: JobRow, content: bytes, style: bytes | None) -> None:
         """Give the job to the executor, unless it was cancelled while its status message went out.

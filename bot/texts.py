@@ -177,7 +177,7 @@ def too_many_jobs(limit: int) -> str:
 
 def busy(wait_s: float) -> str:
     return (
-        f"I'm very busy right now. 🙏 Please try again in about {max(1, math.ceil(wait_s / 60))} minutes.\n"
+        f"I'm very busy right now. 🙏 Please try again in about {minutes(max(wait_s, 60.0))}.\n"
         "I've kept this photo: then just send the style (or its name) again."
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import re
 import time
 
 from bot_helpers import (
@@ -22,6 +24,14 @@ from nst_core.executor import LocalExecutor
 
 #: Enough steps that a job is still running when the test cancels it (each step is ~0.05-0.2 s).
 LONG = (400,)
+
+
+def _minutes(text: str, before: str) -> int:
+    """The time after ``before`` in a message ("about 2 min", "about 40 s"), in whole minutes."""
+    match = re.search(re.escape(before) + r" (\d+) (min|s)\b", text)
+    assert match, text
+    number, unit = int(match[1]), match[2]
+    return number if unit == "min" else math.ceil(number / 60)
 
 
 def slow_executor() -> LocalExecutor:
@@ -81,7 +91,11 @@ async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: Bot
     await wait_text(tg, bob["id"], "In the queue")
     tg.send_photo(tg.private_chat(carol), carol, image_bytes(), caption="great-wave")
     (busy,) = await wait_text(tg, carol["id"], "very busy")
-    assert "try again in about" in text_of(busy)
+    # Room comes when the first picture in the works is done, well before Bob's, the last,
+    # is ready.  (It used to say the whole queue's time: three typical pictures.)
+    tg.send_text(tg.private_chat(bob), bob, "/queue")
+    (bobs,) = await wait_text(tg, bob["id"], "Your pictures")
+    assert _minutes(text_of(busy), "try again in about") <= _minutes(text_of(bobs), "ready in about")
     # Alice's two jobs are untouched by the refusals.
     tg.send_text(chat, alice, "/queue")
     (queue,) = await wait_text(tg, chat["id"], "Your pictures")
