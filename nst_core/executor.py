@@ -278,6 +278,9 @@ class LocalExecutor(Executor):
         #: asks the device, and until then this guess stands in.
         self._default_size = 512
         self._wakeup = asyncio.Event()
+        #: Set when the warm-up is over (or has failed): jobs wait for it in the queue, so
+        #: that none starts "painting" with an estimate made before the step was timed.
+        self._warm = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nst-worker")
         self._task: asyncio.Task | None = None
         self._on_event: EventSink | None = None
@@ -327,6 +330,8 @@ class LocalExecutor(Executor):
             loop.call_soon_threadsafe(self._durations.calibrate, cost)
         except Exception as exc:  # the first job will meet the same problem and report it to its user
             log.warning("could not warm VGG19 up on %s: %s", device, exc)
+        finally:
+            loop.call_soon_threadsafe(self._warm.set)
 
     async def stop(self, *, grace_s: float = 0.0) -> None:
         self._stopping = True  # the loop starts no further job
@@ -417,6 +422,8 @@ class LocalExecutor(Executor):
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._warm.wait()
+        await self._announce_positions()  # the queue's first estimates in this machine's seconds
         while not self._stopping:
             if not self._pending:
                 self._wakeup.clear()
@@ -451,7 +458,7 @@ class LocalExecutor(Executor):
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
         def work() -> JobResult | JobEvent:
-            self._running_since = time.monotonic()  # again: the first job may have waited for the warm-up
+            self._running_since = time.monotonic()  # when the thread really takes it
             # Everything that imports torch happens here, on the worker thread: imported on the
             # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
             from nst_core.runner import JobCancelledError, run_job, user_message

@@ -151,3 +151,28 @@ def test_the_warm_up_times_the_engines_own_steps() -> None:
     # Two (a GPU's): a line through both.
     two = measure_step_cost("cpu", sides=(64, 128))
     assert 0 < two.seconds(plan((64, 64), Quality.FAST, (1,))) < two.seconds(plan((128, 128), Quality.FAST, (1,)))
+
+
+async def test_a_picture_sent_during_the_warm_up_starts_with_this_machines_estimate() -> None:
+    """A photo sent while the bot was still warming up started "Painting… about 30 s left",
+    the guess from before the step was timed, then jumped to 3 min; it took 2 min."""
+    events: list[JobEvent] = []
+
+    async def on_event(event: JobEvent) -> None:
+        events.append(event)
+
+    executor = LocalExecutor("cpu", steps=(5,))  # a picture of a few seconds at most
+    await executor.start(on_event)
+    try:
+        job = Job("first", _photo((300, 200)), (StyleRef(preset="starry-night"),), StyleSettings(size=128))
+        await executor.submit(job)  # the warm-up has only just begun
+        for _ in range(600):
+            if any(isinstance(e, JobStarted) for e in events):
+                break
+            await asyncio.sleep(0.1)
+        (started,) = [e for e in events if isinstance(e, JobStarted)]
+        assert started.eta_s is not None and started.eta_s < 10, started
+        queued = [e for e in events if isinstance(e, JobQueued)]
+        assert queued[-1].eta_s is not None and queued[-1].eta_s < 10, queued  # said again once timed
+    finally:
+        await executor.stop()
