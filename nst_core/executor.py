@@ -22,9 +22,10 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
+import statistics
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -232,19 +233,14 @@ class DurationModel:
         if schedule:
             raw = (self._cost or StepCost()).seconds(schedule)
             if self._ratios:
-                return raw * _median(self._ratios)
+                return raw * statistics.median_high(self._ratios)
             if self._cost is not None:
                 return raw
         return self.typical
 
     @property
     def typical(self) -> float:
-        return _median(self._recent) if self._recent else self._default
-
-
-def _median(values: Iterable[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+        return statistics.median_high(self._recent) if self._recent else self._default
 
 
 class LocalExecutor(Executor):
@@ -458,7 +454,6 @@ class LocalExecutor(Executor):
             asyncio.run_coroutine_threadsafe(self._emit(JobProgress(job.id, fraction, eta_s)), loop)
 
         def work() -> JobResult | JobEvent:
-            self._running_since = time.monotonic()  # when the thread really takes it
             # Everything that imports torch happens here, on the worker thread: imported on the
             # event loop, torch and torchvision froze the whole bot for ~2 s at its first job.
             from nst_core.runner import JobCancelledError, run_job, user_message
