@@ -404,10 +404,13 @@ class JobService:
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
         # 1 = next to start, as the executor counts; the running job is not "in the queue".
         position = await self.db.count_active("queued")
-        eta = await self.executor.estimate(self._job_for(row, content_bytes, style_bytes))
-        if eta is None:
-            eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
-        await self._open_status(row, texts.queued(position, eta))
+        if self.executor.warming_up:
+            await self._open_status(row, texts.queued(position, None, warming_up=True))
+        else:
+            eta = await self.executor.estimate(self._job_for(row, content_bytes, style_bytes))
+            if eta is None:
+                eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
+            await self._open_status(row, texts.queued(position, eta))
         await self._hand_over(row, content_bytes, style_bytes)
         return row
 
@@ -489,13 +492,17 @@ class JobService:
         return n
 
     async def queue_of(self, user_id: int) -> list[tuple[JobRow, int | None, float | None]]:
-        """The user's active jobs with their place (0 = painting now) and a time estimate."""
+        """The user's active jobs with their place (0 = painting now) and a time estimate.
+
+        No estimate (None) while the executor is warming up: its figures then are guesses.
+        """
         typical = await self.db.typical_seconds() or 30.0
+        warming_up = self.executor.warming_up
         out = []
         for job in await self.db.active_jobs(user_id):
             position = await self.executor.position(job.id)
-            eta = await self.executor.eta(job.id)
-            if eta is None:
+            eta = None if warming_up else await self.executor.eta(job.id)
+            if eta is None and not warming_up:
                 eta = typical if position in (0, None) else (position + 0.5) * typical
             out.append((job, position, eta))
         return out

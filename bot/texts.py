@@ -134,12 +134,13 @@ def minutes(seconds: float | None) -> str:
     return f"{math.ceil(seconds / 60)} min"
 
 
-def queued(position: int, eta_s: float | None) -> str:
+def queued(position: int, eta_s: float | None, *, warming_up: bool = False) -> str:
+    place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
+    if warming_up:  # a guess now would be replaced by a very different figure seconds later
+        return f"🕐 {place}. I'm just warming up; how long it will take follows in a few seconds."
     if eta_s is None:  # the executor can't reach its queue right now; the job is safe
         return "⏳ Your picture is safe in the queue; the painters are briefly out of reach. It will continue shortly."
-    if position <= 1:
-        return f"🕐 You're next in the queue. Ready in about {minutes(eta_s)}."
-    return f"🕐 In the queue: #{position}. Ready in about {minutes(eta_s)}."
+    return f"🕐 {place}. Ready in about {minutes(eta_s)}."
 
 
 def progress_bar(fraction: float) -> str:
@@ -216,6 +217,8 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
         where = "waiting"
     else:
         where = f"#{position} in the queue"
+    if eta_s is None:  # the executor is warming up
+        return f"{index}. {esc(style)} — {where}; how long follows once I've warmed up, in a few seconds"
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
 
 

@@ -168,6 +168,15 @@ class Executor(abc.ABC):
         """
         return None
 
+    @property
+    def warming_up(self) -> bool:
+        """True while the executor is still timing its device, so has no estimate worth giving.
+
+        Its jobs wait in the queue meanwhile, and their ``JobQueued`` with a real estimate
+        follows as soon as the timing is done.
+        """
+        return False
+
     async def position(self, job_id: str) -> int | None:
         """1-based place in the queue (0 = running), None if unknown."""
         return None
@@ -297,6 +306,10 @@ class LocalExecutor(Executor):
 
         return max_size(pick_device(self._device_arg))
 
+    @property
+    def warming_up(self) -> bool:
+        return not self._warm.is_set()
+
     async def start(self, on_event: EventSink) -> None:
         from nst_core.device import pick_device
 
@@ -352,7 +365,8 @@ class LocalExecutor(Executor):
         self._pending[job.id] = job
         self._schedules[job.id] = plan_for(job.content, job.settings, self._default_size, self._steps)
         self._wakeup.set()
-        await self._emit(JobQueued(job.id, self._position_of(job.id), self._eta_of(job.id)))
+        if not self.warming_up:  # otherwise the end of the warm-up announces it, with this device's times
+            await self._emit(JobQueued(job.id, self._position_of(job.id), self._eta_of(job.id)))
 
     async def cancel(self, job_id: str) -> bool:
         if self._pending.pop(job_id, None) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import threading
 import time
 
 from bot_helpers import (
@@ -85,6 +86,7 @@ async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: Bot
     for seed in range(3):
         tg.send_photo(chat, alice, image_bytes(seed=seed), caption="starry-night")
     await wait_text(tg, chat["id"], "You already have 2 pictures in the works")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")  # warmed up: real times from here
 
     carol = tg.user(303, "Carol")
     tg.send_photo(tg.private_chat(bob), bob, image_bytes(), caption="great-wave")
@@ -138,3 +140,27 @@ async def test_job_timeout_is_reported(tg: FakeTelegram, runner: BotRunner, alic
     assert "longer than the 1 s limit" in text_of(failed)
     tg.send_text(chat, alice, "/queue")
     await wait_text(tg, chat["id"], "nothing in the works")
+
+
+async def test_a_photo_sent_while_the_bot_warms_up_gets_no_made_up_time(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """A photo sent just after start-up said "Ready in about 30 s", a guess from before the
+    device was timed, then "about 2 min" a few seconds later."""
+    executor = LocalExecutor("cpu", timeout_s=60)
+    held = threading.Event()
+    executor._pool.submit(held.wait)  # the worker thread reaches the warm-up when the test says so
+    try:
+        await runner.start(executor)
+        chat = tg.private_chat(alice)
+        tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+        (status,) = await wait_text(tg, chat["id"], "You're next in the queue")
+        assert "warming up" in text_of(status) and "about" not in text_of(status)
+        tg.send_text(chat, alice, "/queue")
+        (queue,) = await wait_text(tg, chat["id"], "Your pictures")
+        assert "how long follows" in text_of(queue) and "about" not in text_of(queue)
+    finally:
+        held.set()
+    (painting,) = await wait_text(tg, chat["id"], "Painting…", method="editMessageText", timeout=60)
+    assert "left" in text_of(painting)  # the time, now this machine's
+    await wait_photo(tg, chat["id"], timeout=60)
