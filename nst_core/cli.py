@@ -32,27 +32,57 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nst", description="Paint photos in the style of famous paintings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("stylize", help="paint one photo", description="Paint CONTENT in the style of one or more "
-                       "paintings (your own files with --style, or presets with --preset).")
+    s = sub.add_parser(
+        "stylize",
+        help="paint one photo",
+        description="Paint CONTENT in the style of one or more "
+        "paintings (your own files with --style, or presets with --preset).",
+    )
     s.add_argument("content", type=Path, help="the photo")
     s.add_argument("--style", type=Path, nargs="+", default=[], metavar="FILE", help="style image file(s)")
     s.add_argument("--preset", nargs="+", default=[], metavar="SLUG", help="preset painting(s); see `nst presets list`")
-    s.add_argument("--style-weights", type=float, nargs="+", metavar="W",
-                   help="blend weights, one per style, in the order --style then --preset")
-    s.add_argument("--strength", type=int, default=_DEFAULTS["strength"],
-                   help="1 (mostly photo) … 10 (mostly painting); default %(default)s")
-    s.add_argument("--size", type=int, default=None, metavar="PX",
-                   help="long side of the output in pixels (default: depends on the device)")
-    s.add_argument("--quality", choices=[q.value for q in Quality], default=_DEFAULTS["quality"].value,
-                   help="how long to optimise; default %(default)s")
+    s.add_argument(
+        "--style-weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="blend weights, one per style, in the order --style then --preset",
+    )
+    s.add_argument(
+        "--strength",
+        type=int,
+        default=_DEFAULTS["strength"],
+        help="1 (mostly photo) … 10 (mostly painting); default %(default)s",
+    )
+    s.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="long side of the output in pixels (default: depends on the device)",
+    )
+    s.add_argument(
+        "--quality",
+        choices=[q.value for q in Quality],
+        default=_DEFAULTS["quality"].value,
+        help="how long to optimise; default %(default)s",
+    )
     s.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours (luminance-only transfer)")
-    s.add_argument("--style-scale", type=float, default=_DEFAULTS["style_scale"],
-                   help="size of the painting's brush strokes relative to the photo; default %(default)s")
+    s.add_argument(
+        "--style-scale",
+        type=float,
+        default=_DEFAULTS["style_scale"],
+        help="size of the painting's brush strokes relative to the photo; default %(default)s",
+    )
     s.add_argument("--tv-weight", type=float, default=_DEFAULTS["tv_weight"], help="smoothness; default %(default)s")
     s.add_argument("--optimizer", choices=["lbfgs", "adam"], default=_DEFAULTS["optimizer"].value)
     s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
-    s.add_argument("--seed", type=int, default=_DEFAULTS["seed"],
-                   help="another variant: starts from the photo plus noise drawn from N; 0 (default) adds none")
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=_DEFAULTS["seed"],
+        help="another variant: starts from the photo plus noise drawn from N; 0 (default) adds none",
+    )
     s.add_argument("-o", "--output", type=Path, required=True, help="output file (.jpg, .png or .webp)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -88,9 +118,15 @@ def _stylize(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     settings = StyleSettings(
-        strength=args.strength, size=args.size, quality=args.quality, preserve_colors=args.preserve_colors,
-        style_weights=tuple(args.style_weights) if args.style_weights else None, style_scale=args.style_scale,
-        seed=args.seed, optimizer=args.optimizer, tv_weight=args.tv_weight,
+        strength=args.strength,
+        size=args.size,
+        quality=args.quality,
+        preserve_colors=args.preserve_colors,
+        style_weights=tuple(args.style_weights) if args.style_weights else None,
+        style_scale=args.style_scale,
+        seed=args.seed,
+        optimizer=args.optimizer,
+        tv_weight=args.tv_weight,
     )
     content = open_image(args.content, what="photo")
     styles = [open_image(path, what="style image") for path in args.style]
@@ -145,8 +181,10 @@ def _stylize(args: argparse.Namespace) -> int:
 
 def _presets(args: argparse.Namespace) -> int:
     if args.presets_command == "list":
-        rows = [(p.slug, p.title, p.artist, p.year, "cached" if presets.is_cached(p.slug) else "-")
-                for p in presets.catalog().values()]
+        rows = [
+            (p.slug, p.title, p.artist, p.year, "cached" if presets.is_cached(p.slug) else "-")
+            for p in presets.catalog().values()
+        ]
         header = ("slug", "title", "artist", "year", "cache")
         widths = [min(48, max(len(str(r[i])) for r in [header, *rows])) for i in range(len(header))]
         for row in [header, *rows]:

@@ -429,7 +429,6 @@ class LocalExecutor(Executor):
         for job_id in list(self._pending):
             await self._emit(JobQueued(job_id, self._position_of(job_id), self._eta_of(job_id)))
 
-
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()
         await self._warm.wait()
@@ -506,6 +505,4 @@ class LocalExecutor(Executor):
             return
         # The job's own time: the first one may have waited for the warm-up as well.
         self._durations.add(result.seconds, self._schedules.get(job.id))
-        await self._emit(
-            JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format)
-        )
+        await self._emit(JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format))

@@ -185,9 +185,11 @@ def fetch_missing(*, timeout: float = 30.0) -> list[str]:
         log.warning(
             "presets: could not fetch %d of %d%s: %s. They are tried again when someone picks one; "
             "`nst presets fetch --all` retries by hand, or %s can name a folder that holds the files.",
-            len(failed), len(catalog()),
+            len(failed),
+            len(catalog()),
             "" if len(failed) == len(catalog()) else f" ({', '.join(slug for slug, _ in failed)})",
-            failed[0][1], SOURCE_ENV,
+            failed[0][1],
+            SOURCE_ENV,
         )
     elif fetched:
         log.info("presets: fetched %d into %s", fetched, cache_dir())

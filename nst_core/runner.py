@@ -49,13 +49,14 @@ def run_job(
     started = time.monotonic()
     content = open_image(job.content, what="photo")
     styles = [
-        load_preset_image(ref.preset) if ref.preset else open_image(ref.image, what="style image")
-        for ref in job.styles
+        load_preset_image(ref.preset) if ref.preset else open_image(ref.image, what="style image") for ref in job.styles
     ]
     callback = None
     if progress is not None:
+
         def callback(p):
             progress(p.fraction, p.eta)
+
     result = stylize(content, styles, job.settings, device=device, progress=callback, cancel=cancel, steps=steps)
     data = encode(result, job.output_format)
     return JobResult(data, time.monotonic() - started, result.width, result.height, job.output_format)

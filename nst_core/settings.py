@@ -100,9 +100,7 @@ class StyleSettings:
         if self.style_weights is None:
             return tuple(1.0 / n_styles for _ in range(n_styles))
         if len(self.style_weights) != n_styles:
-            raise SettingsError(
-                f"got {len(self.style_weights)} style weights for {n_styles} style image(s)"
-            )
+            raise SettingsError(f"got {len(self.style_weights)} style weights for {n_styles} style image(s)")
         total = sum(self.style_weights)
         return tuple(w / total for w in self.style_weights)
 

@@ -196,13 +196,17 @@ class Loss(torch.nn.Module):
         feats = self.model(x, obj.layers)
         zero = torch.zeros((), device=x.device)
         content = sum(
-            (w * self.content_scale[k] * F.mse_loss(feats[k].float(), self.content_targets[k])
-             for k, w in obj.content_layers.items()),
+            (
+                w * self.content_scale[k] * F.mse_loss(feats[k].float(), self.content_targets[k])
+                for k, w in obj.content_layers.items()
+            ),
             zero,
         )
         style = sum(
-            (w * self.style_scale[k] * F.mse_loss(gram(feats[k]), self.gram_targets[k])
-             for k, w in obj.style_layers.items()),
+            (
+                w * self.style_scale[k] * F.mse_loss(gram(feats[k]), self.gram_targets[k])
+                for k, w in obj.style_layers.items()
+            ),
             zero,
         )
         total = content + style
@@ -487,8 +491,14 @@ def _optimize(
     if steps > 1:
         if optimizer is Optimizer.LBFGS:
             opt: torch.optim.Optimizer = torch.optim.LBFGS(
-                params, lr=1.0, max_iter=steps, max_eval=steps, history_size=LBFGS_HISTORY,
-                tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+                params,
+                lr=1.0,
+                max_iter=steps,
+                max_eval=steps,
+                history_size=LBFGS_HISTORY,
+                tolerance_grad=0.0,
+                tolerance_change=0.0,
+                line_search_fn="strong_wolfe",
             )
             opt.step(closure)
         else:
@@ -570,14 +580,34 @@ def stylize(
                 elapsed = time.monotonic() - started
                 fraction = min(1.0, done["cost"] / total_cost)
                 eta = elapsed / fraction * (1 - fraction) if done["steps"] >= 3 else None
-                progress(StylizeProgress(
-                    index, len(schedule), scale.width, scale.height, done["steps"], total_steps,
-                    float(loss.detach()), parts["content"], parts["style"], parts["tv"], elapsed, eta, fraction,
-                    image,
-                ))
+                progress(
+                    StylizeProgress(
+                        index,
+                        len(schedule),
+                        scale.width,
+                        scale.height,
+                        done["steps"],
+                        total_steps,
+                        float(loss.detach()),
+                        parts["content"],
+                        parts["style"],
+                        parts["tv"],
+                        elapsed,
+                        eta,
+                        fraction,
+                        image,
+                    )
+                )
 
-            x = _optimize(loss_fn, start, scale.steps, settings.optimizer, on_step, cancel,
-                          cuda_graphs=devices.use_cuda_graphs(dev))
+            x = _optimize(
+                loss_fn,
+                start,
+                scale.steps,
+                settings.optimizer,
+                on_step,
+                cancel,
+                cuda_graphs=devices.use_cuda_graphs(dev),
+            )
             del loss_fn
     except torch.cuda.OutOfMemoryError:
         raise StylizeError("the image was too large for the GPU's memory; try a smaller size") from None

@@ -24,7 +24,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-
 @pytest.fixture
 async def runner(tg: FakeTelegram, tmp_path: Path) -> AsyncIterator[BotRunner]:
     r = BotRunner(tg, tmp_path / "data")

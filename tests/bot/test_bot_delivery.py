@@ -61,8 +61,11 @@ async def test_a_group_upgraded_to_a_supergroup_still_gets_its_result(
     group = tg.group_chat(-4001, "Painters")
     supergroup_id = -1004001
     tg.fail(
-        "sendPhoto", 400, "Bad Request: group chat was upgraded to a supergroup chat",
-        chat_id=group["id"], parameters={"migrate_to_chat_id": supergroup_id},
+        "sendPhoto",
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        chat_id=group["id"],
+        parameters={"migrate_to_chat_id": supergroup_id},
     )
     tg.send_photo(group, alice, image_bytes(), caption="/stylize the-kiss")
     (result,) = await wait_photo(tg, supergroup_id, timeout=60)

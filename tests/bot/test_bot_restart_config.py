@@ -167,9 +167,15 @@ async def test_a_bot_api_that_keeps_failing_is_retried_then_reported_in_one_line
 async def test_a_webhook_telegram_will_not_set_fails_with_one_line(tg: FakeTelegram, tmp_path: Path) -> None:
     tg.fail("setWebhook", 400, "Bad Request: bad webhook: Failed to resolve host: Name or service not known", times=10)
     code, stderr = await _run_bot_process(
-        tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url, TELEGRAM_BASE_FILE_URL=tg.base_file_url,
-        NST_MODE="webhook", NST_WEBHOOK_URL="https://bot.invalid/hook", NST_WEBHOOK_LISTEN="127.0.0.1",
-        NST_WEBHOOK_PORT=str(_free_port()), NST_DATA_DIR=str(tmp_path / "data"),
+        tmp_path,
+        TELEGRAM_BOT_TOKEN=tg.token,
+        TELEGRAM_BASE_URL=tg.base_url,
+        TELEGRAM_BASE_FILE_URL=tg.base_file_url,
+        NST_MODE="webhook",
+        NST_WEBHOOK_URL="https://bot.invalid/hook",
+        NST_WEBHOOK_LISTEN="127.0.0.1",
+        NST_WEBHOOK_PORT=str(_free_port()),
+        NST_DATA_DIR=str(tmp_path / "data"),
     )
     assert code == 1
     assert "Traceback" not in stderr
@@ -185,9 +191,15 @@ async def test_a_webhook_port_in_use_fails_with_one_line(tg: FakeTelegram, tmp_p
         taken.listen()
         port = taken.getsockname()[1]
         code, stderr = await _run_bot_process(
-            tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url,
-            TELEGRAM_BASE_FILE_URL=tg.base_file_url, NST_MODE="webhook", NST_WEBHOOK_URL="https://bot.invalid/hook",
-            NST_WEBHOOK_LISTEN="127.0.0.1", NST_WEBHOOK_PORT=str(port), NST_DATA_DIR=str(tmp_path / "data"),
+            tmp_path,
+            TELEGRAM_BOT_TOKEN=tg.token,
+            TELEGRAM_BASE_URL=tg.base_url,
+            TELEGRAM_BASE_FILE_URL=tg.base_file_url,
+            NST_MODE="webhook",
+            NST_WEBHOOK_URL="https://bot.invalid/hook",
+            NST_WEBHOOK_LISTEN="127.0.0.1",
+            NST_WEBHOOK_PORT=str(port),
+            NST_DATA_DIR=str(tmp_path / "data"),
         )
     assert code == 1
     assert "Traceback" not in stderr
@@ -203,7 +215,10 @@ async def test_a_data_folder_it_cannot_create_fails_with_one_line_before_telegra
     (tmp_path / "a-file").write_text("not a folder")
     data_dir = tmp_path / "a-file" / "data"
     code, stderr = await _run_bot_process(
-        tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url, TELEGRAM_BASE_FILE_URL=tg.base_file_url,
+        tmp_path,
+        TELEGRAM_BOT_TOKEN=tg.token,
+        TELEGRAM_BASE_URL=tg.base_url,
+        TELEGRAM_BASE_FILE_URL=tg.base_file_url,
         NST_DATA_DIR=str(data_dir),
     )
     assert code == 2
@@ -367,5 +382,6 @@ async def test_start_up_fills_an_empty_preset_cache_without_being_asked(
     monkeypatch.setenv("NST_PRESET_DIR", str(cache))
     assert not any(presets.is_cached(slug) for slug in presets.catalog())
     await runner.start()
-    await wait_until(lambda: all(presets.is_cached(slug) for slug in presets.catalog()),
-                     what="every preset in the cache")
+    await wait_until(
+        lambda: all(presets.is_cached(slug) for slug in presets.catalog()), what="every preset in the cache"
+    )

@@ -16,10 +16,6 @@ from nst_core.settings import Quality, StyleSettings
 pytestmark = pytest.mark.slow
 
 
-
-
-
-
 async def test_submit_delivers_an_image_and_leaves_nothing_behind(executor, redis_server, photo):
     ex, events = executor
     await ex.submit(make_job("basic-1", photo))

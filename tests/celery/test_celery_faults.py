@@ -24,10 +24,6 @@ from nst_core.executor import JobDone, JobFailed, JobProgress, JobQueued, JobSta
 pytestmark = pytest.mark.slow
 
 
-
-
-
-
 async def test_a_worker_killed_mid_job_has_its_job_rerun_by_the_other_and_delivered_once(
     executor, redis_server, workers, photo
 ):

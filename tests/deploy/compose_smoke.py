@@ -54,8 +54,17 @@ class Stack:
     def __init__(self, compose: str, directory: Path) -> None:
         # A project name of its own: its volumes are wiped before and after, and an operator's
         # real "nst" project on the same machine is never touched.
-        self.compose = [*shlex.split(compose), "-p", "nst-smoke", "-f", "docker-compose.yml",
-                        "-f", "smoke.override.yml", "--profile", "cpu"]
+        self.compose = [
+            *shlex.split(compose),
+            "-p",
+            "nst-smoke",
+            "-f",
+            "docker-compose.yml",
+            "-f",
+            "smoke.override.yml",
+            "--profile",
+            "cpu",
+        ]
         self.directory = directory
 
     async def run(self, *args: str, check: bool = True, quiet: bool = False) -> str:
@@ -75,8 +84,7 @@ class Stack:
 
 async def wait_photos(tg: FakeTelegram, chat_id: int, count: int, timeout: float) -> float:
     started = time.monotonic()
-    await tg.wait_for("sendPhoto", lambda r: str(r.params.get("chat_id")) == str(chat_id), timeout=timeout,
-                      count=count)
+    await tg.wait_for("sendPhoto", lambda r: str(r.params.get("chat_id")) == str(chat_id), timeout=timeout, count=count)
     return time.monotonic() - started
 
 
@@ -84,8 +92,11 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compose", default="docker compose", help='e.g. "docker compose" or "podman-compose"')
     parser.add_argument("--presets", type=Path, required=True, help="folder with the preset paintings")
-    parser.add_argument("--host-alias", default="host.containers.internal",
-                        help="how a container reaches this machine (docker: host.docker.internal)")
+    parser.add_argument(
+        "--host-alias",
+        default="host.containers.internal",
+        help="how a container reaches this machine (docker: host.docker.internal)",
+    )
     parser.add_argument("--port", type=int, default=18081)
     args = parser.parse_args()
 
@@ -123,14 +134,17 @@ services:
         if (result.params.get("reply_parameters") or {}).get("message_id") != sent["message"]["message_id"]:
             failures.append("the painting did not answer the photo just sent")
         edits = [r.params.get("text", "") for r in tg.calls("editMessageText", alice_chat["id"])]
-        print(f"1. painting delivered {took:.1f} s after the photo; status went through: "
-              + " | ".join(dict.fromkeys(e.split("\n")[0][:40] for e in edits)))
+        print(
+            f"1. painting delivered {took:.1f} s after the photo; status went through: "
+            + " | ".join(dict.fromkeys(e.split("\n")[0][:40] for e in edits))
+        )
 
         await stack.run("up", "-d", "--scale", "worker-cpu=2", "worker-cpu")
         beats = ""
         for _ in range(120):
-            beats = await stack.run("exec", "-T", "redis", "redis-cli", "--scan", "--pattern", "nst:worker:*",
-                                    quiet=True)
+            beats = await stack.run(
+                "exec", "-T", "redis", "redis-cli", "--scan", "--pattern", "nst:worker:*", quiet=True
+            )
             if len(beats.split()) >= 2:
                 break
             await asyncio.sleep(1)
@@ -152,7 +166,8 @@ services:
         await tg.wait_for(  # Bob's second job is in the queue, with no worker to take it
             "sendMessage",
             lambda r: str(r.params.get("chat_id")) == str(bob_chat["id"]) and "queue" in str(r.params.get("text", "")),
-            count=2, timeout=60,
+            count=2,
+            timeout=60,
         )
         await stack.run("restart", "redis")
         await stack.run("start", "worker-cpu")

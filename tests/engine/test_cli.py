@@ -24,8 +24,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_stylize_writes_the_picture_and_reports_the_time(tmp_path, capsys):
     out = tmp_path / "painted.png"
-    code, stdout, err = run(capsys, "stylize", PHOTO, "--preset", "great-wave", "--size", "64",
-                            "--quality", "fast", "-o", str(out))
+    code, stdout, err = run(
+        capsys, "stylize", PHOTO, "--preset", "great-wave", "--size", "64", "--quality", "fast", "-o", str(out)
+    )
     assert code == 0, err
     img = Image.open(out)
     assert img.format == "PNG" and max(img.size) == 64
@@ -45,8 +46,25 @@ def test_own_style_file_and_blend(tmp_path, capsys):
     style = tmp_path / "style.png"
     Image.effect_noise((80, 80), 60).convert("RGB").save(style)
     out = tmp_path / "out.jpg"
-    code, _, err = run(capsys, "stylize", PHOTO, "--style", str(style), "--preset", "the-scream",
-                       "--style-weights", "1", "3", "--size", "64", "--quality", "fast", "--quiet", "-o", str(out))
+    code, _, err = run(
+        capsys,
+        "stylize",
+        PHOTO,
+        "--style",
+        str(style),
+        "--preset",
+        "the-scream",
+        "--style-weights",
+        "1",
+        "3",
+        "--size",
+        "64",
+        "--quality",
+        "fast",
+        "--quiet",
+        "-o",
+        str(out),
+    )
     assert code == 0, err
     assert Image.open(out).format == "JPEG"
 
@@ -62,8 +80,10 @@ def test_own_style_file_and_blend(tmp_path, capsys):
         (["stylize", "missing.jpg", "--preset", "great-wave", "-o", "x.jpg"], "no such file"),
         (["stylize", PHOTO, "--preset", "great-wave", "-o", "x.gif"], "must end in"),
         (["stylize", PHOTO, "--preset", "great-wave", "--device", "cuda:3", "-o", "x.jpg"], "not available"),
-        (["stylize", PHOTO, "--preset", "great-wave", "the-scream", "--style-weights", "1", "-o", "x.jpg"],
-         "1 style weights for 2"),
+        (
+            ["stylize", PHOTO, "--preset", "great-wave", "the-scream", "--style-weights", "1", "-o", "x.jpg"],
+            "1 style weights for 2",
+        ),
         (["presets", "fetch"], "--all"),
     ],
 )
@@ -85,17 +105,34 @@ def test_presets_list_and_fetch(capsys):
 
 
 def test_console_script_fails_without_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "nst_core.cli", "stylize", str(tmp_path / "none.png"),
-                           "--preset", "great-wave", "-o", str(tmp_path / "o.png")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nst_core.cli",
+            "stylize",
+            str(tmp_path / "none.png"),
+            "--preset",
+            "great-wave",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("nst: error:")
 
 
 def test_a_reader_that_leaves_early_ends_the_listing_quietly():
     """`nst presets list | head -1`: no error line when head stops reading."""
-    proc = subprocess.Popen([sys.executable, "-m", "nst_core.cli", "presets", "list"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nst_core.cli", "presets", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proc.stdout.close()  # before the interpreter has started: every write of the listing fails
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141

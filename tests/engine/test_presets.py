@@ -16,7 +16,11 @@ def test_catalog_matches_the_shared_facts():
     assert set(ours) == set(shared) and len(ours) == 11
     for slug, p in ours.items():
         assert (p.sha256, p.raw_url, p.title, p.artist) == (
-            shared[slug]["sha256"], shared[slug]["raw_url"], shared[slug]["title"], shared[slug]["artist"])
+            shared[slug]["sha256"],
+            shared[slug]["raw_url"],
+            shared[slug]["title"],
+            shared[slug]["artist"],
+        )
         assert p.public_domain_reason
 
 
@@ -86,7 +90,8 @@ def test_fetch_missing_fills_the_cache_and_says_once_what_failed(tmp_path, monke
     with caplog.at_level("WARNING", logger="nst_core.presets"):
         assert presets.fetch_missing(timeout=2) == ["the-kiss"]
     assert [slug for slug in presets.catalog() if presets.is_cached(slug)] == [
-        slug for slug in presets.catalog() if slug != "the-kiss"]
+        slug for slug in presets.catalog() if slug != "the-kiss"
+    ]
     (warning,) = caplog.messages
     assert "could not fetch 1 of 11 (the-kiss): could not download the painting" in warning
     assert "NST_PRESET_SOURCE_DIR" in warning

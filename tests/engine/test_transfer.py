@@ -262,8 +262,9 @@ def test_lbfgs_takes_a_start_in_channels_last_layout(cat, starry):
     loss_fn = Loss(cached_features("cpu"), default_objective(5), content, [style], [1.0])
     losses: list[float] = []
     start = content.contiguous(memory_format=torch.channels_last)
-    x = _optimize(loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss.detach())),
-                  None)
+    x = _optimize(
+        loss_fn, start, 4, Optimizer.LBFGS, lambda loss, parts, image: losses.append(float(loss.detach())), None
+    )
     assert x.shape == content.shape and len(losses) == 4
     assert losses[-1] < losses[0]
 
@@ -289,8 +290,14 @@ def test_the_scaled_pyramid_parameters_stand_for_the_start_image(cat, optimizer)
 
     start = to_tensor(cat)
     images: list[torch.Tensor] = []
-    out = _optimize(lambda x: (x.square().sum(), {}), start, 1, Optimizer(optimizer),
-                    lambda loss, parts, image: images.append(image.clone()), None)
+    out = _optimize(
+        lambda x: (x.square().sum(), {}),
+        start,
+        1,
+        Optimizer(optimizer),
+        lambda loss, parts, image: images.append(image.clone()),
+        None,
+    )
     assert torch.allclose(images[0], start, atol=1e-5) and torch.allclose(out, start, atol=1e-5)
 
 
@@ -306,8 +313,14 @@ def test_coarse_levels_are_damped_so_they_no_longer_outrun_fine_detail(cat, monk
     def coarse_share(gain: float) -> float:
         monkeypatch.setattr(transfer, "LEVEL_GAIN", gain)
         images: list[torch.Tensor] = []
-        transfer._optimize(lambda x: ((x - target).square().sum(), {}), start, 2, Optimizer.LBFGS,
-                           lambda loss, parts, image: images.append(image.clone()), None)
+        transfer._optimize(
+            lambda x: ((x - target).square().sum(), {}),
+            start,
+            2,
+            Optimizer.LBFGS,
+            lambda loss, parts, image: images.append(image.clone()),
+            None,
+        )
         bands = pyramid_split(images[1] - images[0], transfer.PYRAMID_LEVELS)
         return float(bands[-1].norm() / bands[0].norm())
 

@@ -116,12 +116,15 @@ def test_the_engine_picks_the_faster_precision_on_this_cpu(monkeypatch):
     assert chosen == (torch.bfloat16 if ratio > 1 else torch.float32), f"bfloat16 ran {ratio:.2f}x float32's speed"
 
 
-@pytest.mark.parametrize(("capability", "expected"), [
-    ((6, 1), torch.float32),  # Pascal: no bfloat16 tensor cores
-    ((7, 5), torch.float32),  # Turing
-    ((8, 0), torch.bfloat16),  # Ampere
-    ((9, 0), torch.bfloat16),  # Hopper
-])
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((6, 1), torch.float32),  # Pascal: no bfloat16 tensor cores
+        ((7, 5), torch.float32),  # Turing
+        ((8, 0), torch.bfloat16),  # Ampere
+        ((9, 0), torch.bfloat16),  # Hopper
+    ],
+)
 def test_gpus_with_bfloat16_tensor_cores_use_them(capability, expected):
     assert device.cuda_dtype(capability) == expected
 

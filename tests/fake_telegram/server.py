@@ -27,8 +27,18 @@ import tornado.web
 
 TELEGRAM_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 # Parameters Telegram expects JSON-encoded inside form and multipart bodies.
-_JSON_PARAMS = {"reply_markup", "reply_parameters", "media", "results", "commands", "entities",
-                "caption_entities", "allowed_updates", "link_preview_options", "button"}
+_JSON_PARAMS = {
+    "reply_markup",
+    "reply_parameters",
+    "media",
+    "results",
+    "commands",
+    "entities",
+    "caption_entities",
+    "allowed_updates",
+    "link_preview_options",
+    "button",
+}
 
 
 class ApiError(Exception):
@@ -85,9 +95,15 @@ class FakeTelegram:
         """``host`` and ``port`` choose where it listens (a bot in a container needs more than loopback)."""
         self.token = token
         self.host, self.port = host, port
-        self.bot_user = {"id": 999, "is_bot": True, "first_name": "Painter", "username": "PainterBot",
-                         "can_join_groups": True, "can_read_all_group_messages": False,
-                         "supports_inline_queries": True}
+        self.bot_user = {
+            "id": 999,
+            "is_bot": True,
+            "first_name": "Painter",
+            "username": "PainterBot",
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": True,
+        }
         self.requests: list[Request] = []
         self.commands: list[dict] = []
         self.base_url = self.base_file_url = ""
@@ -190,8 +206,13 @@ class FakeTelegram:
         return update
 
     def _user_message(self, chat: dict, user: dict, reply_to: dict | None = None, **fields: Any) -> dict:
-        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat, "from": user,
-                   **fields}
+        message = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": user,
+            **fields,
+        }
         if reply_to:
             message["reply_to_message"] = reply_to.get("message", reply_to)
         return message
@@ -208,17 +229,32 @@ class FakeTelegram:
             fields["entities"] = entities
         return self._push({"message": self._user_message(chat, user, reply_to, **fields)})
 
-    def send_photo(self, chat: dict, user: dict, data: bytes, *, caption: str | None = None,
-                   reply_to: dict | None = None, media_group_id: str | None = None) -> dict:
+    def send_photo(
+        self,
+        chat: dict,
+        user: dict,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        reply_to: dict | None = None,
+        media_group_id: str | None = None,
+    ) -> dict:
         file_id, unique_id = self.add_file(data)
         w, h = _image_size(data)
         thumb_id, thumb_unique = self.add_file(data)
         scale = 90 / max(w, h)
-        fields: dict[str, Any] = {"photo": [
-            {"file_id": thumb_id, "file_unique_id": thumb_unique, "width": max(1, round(w * scale)),
-             "height": max(1, round(h * scale)), "file_size": len(data)},
-            {"file_id": file_id, "file_unique_id": unique_id, "width": w, "height": h, "file_size": len(data)},
-        ]}
+        fields: dict[str, Any] = {
+            "photo": [
+                {
+                    "file_id": thumb_id,
+                    "file_unique_id": thumb_unique,
+                    "width": max(1, round(w * scale)),
+                    "height": max(1, round(h * scale)),
+                    "file_size": len(data),
+                },
+                {"file_id": file_id, "file_unique_id": unique_id, "width": w, "height": h, "file_size": len(data)},
+            ]
+        }
         if caption:
             fields["caption"] = caption
             if entities := self._command_entities(caption):
@@ -227,11 +263,27 @@ class FakeTelegram:
             fields["media_group_id"] = media_group_id
         return self._push({"message": self._user_message(chat, user, reply_to, **fields)})
 
-    def send_document(self, chat: dict, user: dict, data: bytes | None, *, file_name: str, mime_type: str,
-                      caption: str | None = None, file_size: int | None = None) -> dict:
+    def send_document(
+        self,
+        chat: dict,
+        user: dict,
+        data: bytes | None,
+        *,
+        file_name: str,
+        mime_type: str,
+        caption: str | None = None,
+        file_size: int | None = None,
+    ) -> dict:
         file_id, unique_id = self.add_file(data or b"", file_size=file_size)
-        fields: dict[str, Any] = {"document": {"file_id": file_id, "file_unique_id": unique_id, "file_name": file_name,
-                                               "mime_type": mime_type, "file_size": self._file_sizes[file_id]}}
+        fields: dict[str, Any] = {
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": unique_id,
+                "file_name": file_name,
+                "mime_type": mime_type,
+                "file_size": self._file_sizes[file_id],
+            }
+        }
         if caption:
             fields["caption"] = caption
             if entities := self._command_entities(caption):
@@ -240,18 +292,35 @@ class FakeTelegram:
 
     def send_sticker(self, chat: dict, user: dict) -> dict:
         file_id, unique_id = self.add_file(b"RIFF....WEBP")
-        sticker = {"file_id": file_id, "file_unique_id": unique_id, "width": 512, "height": 512,
-                   "is_animated": False, "is_video": False, "type": "regular"}
+        sticker = {
+            "file_id": file_id,
+            "file_unique_id": unique_id,
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "type": "regular",
+        }
         return self._push({"message": self._user_message(chat, user, None, sticker=sticker)})
 
     def press_button(self, message: dict, user: dict, data: str) -> dict:
         """A callback query on a message the bot sent (pass the message as returned by the bot)."""
-        return self._push({"callback_query": {"id": str(next(self._update_ids)), "from": user, "message": message,
-                                              "chat_instance": "instance-1", "data": data}})
+        return self._push(
+            {
+                "callback_query": {
+                    "id": str(next(self._update_ids)),
+                    "from": user,
+                    "message": message,
+                    "chat_instance": "instance-1",
+                    "data": data,
+                }
+            }
+        )
 
     def inline_query(self, user: dict, query: str = "") -> dict:
-        return self._push({"inline_query": {"id": str(next(self._update_ids)), "from": user, "query": query,
-                                            "offset": ""}})
+        return self._push(
+            {"inline_query": {"id": str(next(self._update_ids)), "from": user, "query": query, "offset": ""}}
+        )
 
     def block_bot(self, user_id: int) -> None:
         self._blocked.add(user_id)
@@ -259,8 +328,16 @@ class FakeTelegram:
     def flood(self, method: str, retry_after: int = 1, times: int = 1) -> None:
         self._floods[method] = [retry_after, times]
 
-    def fail(self, method: str, code: int, description: str, *, chat_id: int | None = None, times: int = 1,
-             parameters: dict | None = None) -> None:
+    def fail(
+        self,
+        method: str,
+        code: int,
+        description: str,
+        *,
+        chat_id: int | None = None,
+        times: int = 1,
+        parameters: dict | None = None,
+    ) -> None:
         """The next ``times`` calls of ``method`` (to ``chat_id``, if given) answer with this error."""
         self._failures.append([method, chat_id, times, ApiError(code, description, parameters)])
 
@@ -273,12 +350,21 @@ class FakeTelegram:
     # -- what the bot did ----------------------------------------------------
 
     def calls(self, method: str | None = None, chat_id: int | None = None) -> list[Request]:
-        return [r for r in self.requests
-                if (method is None or r.method == method)
-                and (chat_id is None or str(r.params.get("chat_id")) == str(chat_id))]
+        return [
+            r
+            for r in self.requests
+            if (method is None or r.method == method)
+            and (chat_id is None or str(r.params.get("chat_id")) == str(chat_id))
+        ]
 
-    async def wait_for(self, method: str, predicate: Callable[[Request], bool] = lambda r: True, *,
-                       timeout: float = 30.0, count: int = 1) -> list[Request]:
+    async def wait_for(
+        self,
+        method: str,
+        predicate: Callable[[Request], bool] = lambda r: True,
+        *,
+        timeout: float = 30.0,
+        count: int = 1,
+    ) -> list[Request]:
         """Successful calls of ``method`` matching ``predicate``, once there are ``count`` of them."""
         deadline = time.monotonic() + timeout
         while True:
@@ -287,8 +373,9 @@ class FakeTelegram:
                 return found
             if time.monotonic() > deadline:
                 seen = ", ".join(f"{r.method}({r.status})" for r in self.requests[-15:])
-                raise AssertionError(f"waited {timeout}s for {count} {method} call(s), got {len(found)}; "
-                                     f"last calls: {seen}")
+                raise AssertionError(
+                    f"waited {timeout}s for {count} {method} call(s), got {len(found)}; last calls: {seen}"
+                )
             await asyncio.sleep(0.01)
 
     def messages(self, chat_id: int) -> list[dict]:
@@ -311,16 +398,21 @@ class FakeTelegram:
         files = {k: v[0]["body"] for k, v in request.files.items()}
         return params, files
 
-    async def _handle(self, token: str, method: str,
-                      request: tornado.httputil.HTTPServerRequest) -> tuple[int, dict]:
+    async def _handle(self, token: str, method: str, request: tornado.httputil.HTTPServerRequest) -> tuple[int, dict]:
         if token != self.token:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         params, files = self._parse(request)
         record = Request(method, params, files, time.monotonic())
         try:
             result = await self._call(method, params, files)
-            held = next((h for h in self._holds if not h.reached.is_set() and h.method == method
-                         and h.text in str(params.get("text", ""))), None)
+            held = next(
+                (
+                    h
+                    for h in self._holds
+                    if not h.reached.is_set() and h.method == method and h.text in str(params.get("text", ""))
+                ),
+                None,
+            )
             if held is not None:
                 held.result = result
                 held.reached.set()
@@ -339,15 +431,24 @@ class FakeTelegram:
 
     def _bot_message(self, chat_id: int, params: dict, **fields: Any) -> dict:
         chat = self._chats.get(chat_id, {"id": chat_id, "type": "private" if chat_id > 0 else "group"})
-        message = {"message_id": next(self._message_ids), "date": int(time.time()), "chat": chat,
-                   "from": self.bot_user, **fields}
+        message = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self.bot_user,
+            **fields,
+        }
         if isinstance(params.get("reply_markup"), dict):
             message["reply_markup"] = params["reply_markup"]
         reply = params.get("reply_parameters") or (
-            {"message_id": params["reply_to_message_id"]} if params.get("reply_to_message_id") else None)
+            {"message_id": params["reply_to_message_id"]} if params.get("reply_to_message_id") else None
+        )
         if isinstance(reply, dict) and reply.get("message_id"):
-            message["reply_to_message"] = {"message_id": int(reply["message_id"]), "date": int(time.time()),
-                                           "chat": chat}
+            message["reply_to_message"] = {
+                "message_id": int(reply["message_id"]),
+                "date": int(time.time()),
+                "chat": chat,
+            }
         self._bot_messages.setdefault(chat_id, {})[message["message_id"]] = message
         return message
 
@@ -356,7 +457,7 @@ class FakeTelegram:
         if name in files:
             data = files[name]
         elif isinstance(value, str) and value.startswith("attach://"):
-            data = files[value[len("attach://"):]]
+            data = files[value[len("attach://") :]]
         elif isinstance(value, str) and value in self._files:
             return value, self._files[value]
         else:
@@ -366,8 +467,7 @@ class FakeTelegram:
 
     def _photo_sizes(self, file_id: str, data: bytes) -> list[dict]:
         w, h = _image_size(data)
-        return [{"file_id": file_id, "file_unique_id": "u" + file_id, "width": w, "height": h,
-                 "file_size": len(data)}]
+        return [{"file_id": file_id, "file_unique_id": "u" + file_id, "width": w, "height": h, "file_size": len(data)}]
 
     def _edit_target(self, params: dict) -> dict:
         message = self._bot_messages.get(int(params["chat_id"]), {}).get(int(params["message_id"]))
@@ -392,8 +492,18 @@ class FakeTelegram:
             return self.bot_user
         if method == "getUpdates":
             return await self._get_updates(params)
-        if method in ("deleteWebhook", "setWebhook", "close", "logOut", "sendChatAction", "answerCallbackQuery",
-                      "answerInlineQuery", "setMessageReaction", "setMyDescription", "setMyShortDescription"):
+        if method in (
+            "deleteWebhook",
+            "setWebhook",
+            "close",
+            "logOut",
+            "sendChatAction",
+            "answerCallbackQuery",
+            "answerInlineQuery",
+            "setMessageReaction",
+            "setMyDescription",
+            "setMyShortDescription",
+        ):
             return True
         if method == "setMyCommands":
             self.commands = params.get("commands") or []
@@ -412,8 +522,14 @@ class FakeTelegram:
             return self._bot_message(chat_id, params, **fields)
         if method == "sendDocument":
             file_id, data = self._upload(params, files, "document")
-            fields = {"document": {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": len(data),
-                                   "file_name": params.get("file_name") or "file"}}
+            fields = {
+                "document": {
+                    "file_id": file_id,
+                    "file_unique_id": "u" + file_id,
+                    "file_size": len(data),
+                    "file_name": params.get("file_name") or "file",
+                }
+            }
             if params.get("caption"):
                 fields["caption"] = params["caption"]
             return self._bot_message(chat_id, params, **fields)
@@ -421,16 +537,22 @@ class FakeTelegram:
             sent = []
             for item in params["media"]:
                 file_id, data = self._upload({"media": item["media"]}, files, "media")
-                sent.append(self._bot_message(chat_id, params, photo=self._photo_sizes(file_id, data),
-                                              caption=item.get("caption", "")))
+                sent.append(
+                    self._bot_message(
+                        chat_id, params, photo=self._photo_sizes(file_id, data), caption=item.get("caption", "")
+                    )
+                )
             return sent
         if method in ("editMessageText", "editMessageCaption", "editMessageReplyMarkup"):
             message = self._edit_target(params)
             key = {"editMessageText": "text", "editMessageCaption": "caption"}.get(method)
             new_markup = params.get("reply_markup") if isinstance(params.get("reply_markup"), dict) else None
             if (key is None or message.get(key) == params.get(key)) and message.get("reply_markup") == new_markup:
-                raise ApiError(400, "Bad Request: message is not modified: specified new message content and "
-                                    "reply markup are exactly the same as a current content and reply markup")
+                raise ApiError(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content and reply markup",
+                )
             if key is not None:
                 message[key] = params.get(key)
             if new_markup is None:
@@ -448,8 +570,12 @@ class FakeTelegram:
                 raise ApiError(400, "Bad Request: invalid file_id")
             if self._file_sizes[file_id] > TELEGRAM_DOWNLOAD_LIMIT:
                 raise ApiError(400, "Bad Request: file is too big")
-            return {"file_id": file_id, "file_unique_id": "u" + file_id, "file_size": self._file_sizes[file_id],
-                    "file_path": file_id}
+            return {
+                "file_id": file_id,
+                "file_unique_id": "u" + file_id,
+                "file_size": self._file_sizes[file_id],
+                "file_path": file_id,
+            }
         return True
 
     async def _get_updates(self, params: dict) -> list[dict]:
