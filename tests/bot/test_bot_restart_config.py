@@ -166,17 +166,7 @@ async def test_a_bot_api_that_keeps_failing_is_retried_then_reported_in_one_line
 
 async def test_a_webhook_telegram_will_not_set_fails_with_one_line(tg: FakeTelegram, tmp_path: Path) -> None:
     tg.fail("setWebhook", 400, "Bad Request: bad webhook: Failed to resolve host: Name or service not known", times=10)
-    code, stderr = await _run_bot_process(
-        tmp_path,
-        TELEGRAM_BOT_TOKEN=tg.token,
-        TELEGRAM_BASE_URL=tg.base_url,
-        TELEGRAM_BASE_FILE_URL=tg.base_file_url,
-        NST_MODE="webhook",
-        NST_WEBHOOK_URL="https://bot.invalid/hook",
-        NST_WEBHOOK_LISTEN="127.0.0.1",
-        NST_WEBHOOK_PORT=str(_free_port()),
-        NST_DATA_DIR=str(tmp_path / "data"),
-    )
+    code, stderr = await _run_bot_process(tmp_path, **_webhook_env(tg, tmp_path, _free_port()))
     assert code == 1
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
@@ -190,17 +180,7 @@ async def test_a_webhook_port_in_use_fails_with_one_line(tg: FakeTelegram, tmp_p
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, stderr = await _run_bot_process(
-            tmp_path,
-            TELEGRAM_BOT_TOKEN=tg.token,
-            TELEGRAM_BASE_URL=tg.base_url,
-            TELEGRAM_BASE_FILE_URL=tg.base_file_url,
-            NST_MODE="webhook",
-            NST_WEBHOOK_URL="https://bot.invalid/hook",
-            NST_WEBHOOK_LISTEN="127.0.0.1",
-            NST_WEBHOOK_PORT=str(port),
-            NST_DATA_DIR=str(tmp_path / "data"),
-        )
+        code, stderr = await _run_bot_process(tmp_path, **_webhook_env(tg, tmp_path, port))
     assert code == 1
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
@@ -224,6 +204,20 @@ async def test_a_data_folder_it_cannot_create_fails_with_one_line_before_telegra
     assert code == 2
     assert stderr.strip().splitlines() == [f"nst-bot: cannot keep data in NST_DATA_DIR={data_dir} (Not a directory)"]
     assert not tg.calls()  # nothing was said to Telegram
+
+
+def _webhook_env(tg: FakeTelegram, tmp_path: Path, port: int) -> dict[str, str]:
+    """A webhook bot on ``port`` that talks to the fake Bot API."""
+    return {
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_BASE_URL": tg.base_url,
+        "TELEGRAM_BASE_FILE_URL": tg.base_file_url,
+        "NST_MODE": "webhook",
+        "NST_WEBHOOK_URL": "https://bot.invalid/hook",
+        "NST_WEBHOOK_LISTEN": "127.0.0.1",
+        "NST_WEBHOOK_PORT": str(port),
+        "NST_DATA_DIR": str(tmp_path / "data"),
+    }
 
 
 def _free_port() -> int:
