@@ -470,8 +470,9 @@ async def cmd_queue(update: Update, context: Context) -> None:
     if not rows:
         await reply(message, texts.queue_empty())
         return
+    hold = service(context).hold
     lines = [
-        texts.queue_line(i, texts.style_name(job.style_preset), position, eta)
+        texts.queue_line(i, texts.style_name(job.style_preset), position, eta, hold)
         for i, (job, position, eta) in enumerate(rows, 1)
     ]
     await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them.")

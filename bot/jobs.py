@@ -41,6 +41,7 @@ from bot.db import ACTIVE, Database, JobRow
 from nst_core import presets
 from nst_core.executor import (
     Executor,
+    Hold,
     Job,
     JobCancelled,
     JobDone,
@@ -382,7 +383,8 @@ class JobService:
             raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user))
         in_queue = await self.db.count_active()
         if in_queue >= self.config.max_queue:
-            raise RequestError(texts.busy(await self._time_to_room(in_queue)))
+            held = self.executor.hold is Hold.NO_WORKER
+            raise RequestError(texts.busy(None if held else await self._time_to_room(in_queue)))
         if settings is None:
             settings = self.style_settings(await self.prefs(who.user_id))
         row = JobRow(
@@ -404,8 +406,8 @@ class JobService:
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
         # 1 = next to start, as the executor counts; the running job is not "in the queue".
         position = await self.db.count_active("queued")
-        if self.executor.warming_up:
-            await self._open_status(row, texts.queued(position, None, warming_up=True))
+        if (hold := self.executor.hold) is not None:
+            await self._open_status(row, texts.queued(position, None, hold))
         else:
             eta = await self.executor.estimate(self._job_for(row, content_bytes, style_bytes))
             if eta is None:
@@ -491,18 +493,23 @@ class JobService:
             n += await self.cancel(job.id)
         return n
 
+    @property
+    def hold(self) -> Hold | None:
+        """What keeps the queue from moving right now, if anything (``Executor.hold``)."""
+        return self.executor.hold
+
     async def queue_of(self, user_id: int) -> list[tuple[JobRow, int | None, float | None]]:
         """The user's active jobs with their place (0 = painting now) and a time estimate.
 
-        No estimate (None) while the executor is warming up: its figures then are guesses.
+        Under a ``hold`` the queued ones' estimates are guesses: the caller says what
+        holds them instead.
         """
         typical = await self.db.typical_seconds() or 30.0
-        warming_up = self.executor.warming_up
         out = []
         for job in await self.db.active_jobs(user_id):
             position = await self.executor.position(job.id)
-            eta = None if warming_up else await self.executor.eta(job.id)
-            if eta is None and not warming_up:
+            eta = await self.executor.eta(job.id)
+            if eta is None:
                 eta = typical if position in (0, None) else (position + 0.5) * typical
             out.append((job, position, eta))
         return out
@@ -515,7 +522,7 @@ class JobService:
         """Record the event at once; Telegram calls go to background tasks so the executor never waits."""
         job_id = event.job_id
         if isinstance(event, JobQueued):
-            self._status_update(job_id, texts.queued(event.position, event.eta_s))
+            self._status_update(job_id, texts.queued(event.position, event.eta_s, event.hold))
         elif isinstance(event, JobStarted):
             await self.db.update_job(job_id, only_if_status=("queued",), status="running", started_at=time.time())
             self._status_update(job_id, texts.painting(0.0, event.eta_s))

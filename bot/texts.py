@@ -10,6 +10,7 @@ import html
 import math
 
 from nst_core import presets
+from nst_core.executor import Hold
 
 BAR_WIDTH = 10
 
@@ -134,10 +135,21 @@ def minutes(seconds: float | None) -> str:
     return f"{math.ceil(seconds / 60)} min"
 
 
-def queued(position: int, eta_s: float | None, *, warming_up: bool = False) -> str:
+#: Under a hold, a guessed time would be replaced by a very different one, or never come true.
+_HELD = {
+    Hold.WARMING_UP: "I'm just warming up; how long it will take follows in a few seconds.",
+    Hold.NO_WORKER: "No painter is online right now, so I can't say how long; it starts as soon as one is back.",
+}
+_HELD_LINE = {
+    Hold.WARMING_UP: "how long follows once I've warmed up, in a few seconds",
+    Hold.NO_WORKER: "waiting for a painter to come online",
+}
+
+
+def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
     place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
-    if warming_up:  # a guess now would be replaced by a very different figure seconds later
-        return f"🕐 {place}. I'm just warming up; how long it will take follows in a few seconds."
+    if hold is not None:
+        return f"🕐 {place}. {_HELD[hold]}"
     if eta_s is None:  # the executor can't reach its queue right now; the job is safe
         return "⏳ Your picture is safe in the queue; the painters are briefly out of reach. It will continue shortly."
     return f"🕐 {place}. Ready in about {minutes(eta_s)}."
@@ -176,11 +188,11 @@ def too_many_jobs(limit: int) -> str:
     )
 
 
-def busy(wait_s: float) -> str:
-    return (
-        f"I'm very busy right now. 🙏 Please try again in about {minutes(max(wait_s, 60.0))}.\n"
-        "I've kept this photo: then just send the style (or its name) again."
-    )
+def busy(wait_s: float | None) -> str:
+    """``None``: no painter is online, so no time can be promised."""
+    when = "later" if wait_s is None else f"in about {minutes(max(wait_s, 60.0))}"
+    why = "My queue is full and no painter is online right now." if wait_s is None else "I'm very busy right now."
+    return f"{why} 🙏 Please try again {when}.\nI've kept this photo: then just send the style (or its name) again."
 
 
 def style_name(preset_slug: str | None) -> str:
@@ -210,15 +222,15 @@ def queue_empty() -> str:
     return "You have nothing in the works. Send me a photo! 📷"
 
 
-def queue_line(index: int, style: str, position: int | None, eta_s: float | None) -> str:
+def queue_line(index: int, style: str, position: int | None, eta_s: float | None, hold: Hold | None = None) -> str:
     if position == 0:
         where = "painting now"
     elif position is None:
         where = "waiting"
     else:
         where = f"#{position} in the queue"
-    if eta_s is None:  # the executor is warming up
-        return f"{index}. {esc(style)} — {where}; how long follows once I've warmed up, in a few seconds"
+    if hold is not None and position != 0:
+        return f"{index}. {esc(style)} — {where}; {_HELD_LINE[hold]}"
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
 
 

@@ -72,6 +72,7 @@ from nst_core.executor import (
     DurationModel,
     EventSink,
     Executor,
+    Hold,
     Job,
     JobCancelled,
     JobDone,
@@ -114,6 +115,7 @@ class _Watched:
     state: str = "queued"  # queued | running
     position: int | None = None
     eta_s: float | None = None
+    hold: Hold | None = None
 
 
 class CeleryExecutor(Executor):
@@ -177,6 +179,15 @@ class CeleryExecutor(Executor):
         counts = collections.Counter(w.description for w in self._workers)
         parts = ", ".join(f"{n} × {d}" if n > 1 else d for d, n in counts.most_common())
         return f"celery: {len(self._workers)} worker{'s' if len(self._workers) != 1 else ''} ({parts})"
+
+    @property
+    def hold(self) -> Hold | None:
+        """``NO_WORKER`` once the workers' heartbeats were read and none is current.
+
+        Not before that first look (the bot then knows nothing either way), and not
+        while Redis is unreachable, which ``JobQueued`` reports as a delay instead.
+        """
+        return Hold.NO_WORKER if self._ready and self._workers_at and not self._workers else None
 
     @property
     def connected(self) -> bool:
@@ -376,8 +387,12 @@ class CeleryExecutor(Executor):
                 if raw:
                     with contextlib.suppress(ValueError, TypeError):
                         infos.append(WorkerInfo.from_json(raw))
+        before = self.hold
         self._workers = sorted(infos, key=lambda w: w.name)
         self._workers_at = time.monotonic()
+        if self.hold != before:
+            self._log_hold()
+            await self._announce_all()
         measured = [w for w in infos if w.step_per_pixel_s > 0 or w.step_fixed_s > 0]
         if measured:
             # A job goes to whichever worker is free: the average of their measured steps.
@@ -388,6 +403,12 @@ class CeleryExecutor(Executor):
             if cost != self._workers_cost:  # the workers changed
                 self._workers_cost = cost
                 self._durations.calibrate(cost)
+
+    def _log_hold(self) -> None:
+        if self.hold is Hold.NO_WORKER:
+            log.warning("no worker online: queued jobs wait until one starts (nst-worker)")
+        else:
+            log.info("workers online: %s", self.device)
 
     async def _load_durations(self) -> None:
         for raw in reversed(await self._client().lrange(self._keys.durations, 0, 19)):
@@ -453,6 +474,8 @@ class CeleryExecutor(Executor):
                 await self.cancel(job_id)
         await self._refresh_workers(force=True)
         self._connected = self._ready = True
+        if self.hold is not None:
+            self._log_hold()
         await self._announce_all(force=True)
 
     async def _adopt_unfinished(self) -> None:
@@ -622,14 +645,16 @@ class CeleryExecutor(Executor):
                 # this ran: it was first in line, and its "started" event is on its way.
                 rank = 0
             position = int(rank) + 1
-            if position == watched.position and watched.eta_s is not None and not force:
+            hold = self.hold
+            told = watched.eta_s is not None or watched.hold is not None
+            if position == watched.position and hold == watched.hold and told and not force:
                 continue
-            watched.position = position
-            watched.eta_s = self._eta(job_id, position, int(running))
-            await self._emit(JobQueued(job_id, position, watched.eta_s))
+            watched.position, watched.hold = position, hold
+            watched.eta_s = None if hold else self._eta(job_id, position, int(running))
+            await self._emit(JobQueued(job_id, position, watched.eta_s, hold))
 
     async def _announce_delayed(self) -> None:
         for job_id, watched in list(self._watch.items()):
             position = watched.position if watched.position is not None else 1
-            watched.eta_s = None
+            watched.eta_s, watched.hold = None, None
             await self._emit(JobQueued(job_id, position, None))

@@ -10,7 +10,7 @@ which one runs:
 
 Both report the same events, delivered on the caller's event loop through the
 ``on_event`` coroutine given to ``start``:
-``JobQueued(position, eta)`` · ``JobProgress(fraction, eta)`` ·
+``JobQueued(position, eta, hold)`` · ``JobProgress(fraction, eta)`` ·
 ``JobDone(image bytes)`` · ``JobFailed(reason)`` · ``JobCancelled``.
 """
 
@@ -21,6 +21,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import enum
 import logging
 import statistics
 import threading
@@ -61,18 +62,29 @@ class Job:
     output_format: str = "JPEG"
 
 
+class Hold(enum.Enum):
+    """Why the queue is not moving, where the executor knows: users are told so, not a made-up time."""
+
+    #: This process is loading the model and timing its device: a few seconds.
+    WARMING_UP = "warming up"
+    #: No worker is online to take jobs: until one (re)starts.
+    NO_WORKER = "no worker online"
+
+
 @dataclass(frozen=True)
 class JobQueued:
-    """Waiting, at ``position``; sent again whenever the position changes.
+    """Waiting, at ``position``; sent again whenever the position or the ``hold`` changes.
 
     ``eta_s`` is the best guess of seconds until the result; ``None`` means the
-    executor cannot tell right now (e.g. its broker is unreachable): the job is
-    safe but delayed.
+    executor cannot tell right now: under a ``hold``, or, without one, when it
+    cannot reach its queue (e.g. its broker is unreachable): the job is safe but
+    delayed.
     """
 
     job_id: str
     position: int  # 1 = next to start
     eta_s: float | None = None
+    hold: Hold | None = None
 
 
 @dataclass(frozen=True)
@@ -169,13 +181,12 @@ class Executor(abc.ABC):
         return None
 
     @property
-    def warming_up(self) -> bool:
-        """True while the executor is still timing its device, so has no estimate worth giving.
+    def hold(self) -> Hold | None:
+        """What keeps queued jobs from moving right now, if anything; estimates meanwhile are guesses.
 
-        Its jobs wait in the queue meanwhile, and their ``JobQueued`` with a real estimate
-        follows as soon as the timing is done.
+        When it ends, queued jobs hear their place and estimate again.
         """
-        return False
+        return None
 
     async def position(self, job_id: str) -> int | None:
         """1-based place in the queue (0 = running), None if unknown."""
@@ -307,8 +318,8 @@ class LocalExecutor(Executor):
         return max_size(pick_device(self._device_arg))
 
     @property
-    def warming_up(self) -> bool:
-        return not self._warm.is_set()
+    def hold(self) -> Hold | None:
+        return None if self._warm.is_set() else Hold.WARMING_UP
 
     async def start(self, on_event: EventSink) -> None:
         from nst_core.device import pick_device
@@ -365,8 +376,7 @@ class LocalExecutor(Executor):
         self._pending[job.id] = job
         self._schedules[job.id] = plan_for(job.content, job.settings, self._default_size, self._steps)
         self._wakeup.set()
-        if not self.warming_up:  # otherwise the end of the warm-up announces it, with this device's times
-            await self._emit(JobQueued(job.id, self._position_of(job.id), self._eta_of(job.id)))
+        await self._emit(self._queued(job.id))
 
     async def cancel(self, job_id: str) -> bool:
         if self._pending.pop(job_id, None) is not None:
@@ -425,9 +435,15 @@ class LocalExecutor(Executor):
                 break
         return total
 
+    def _queued(self, job_id: str) -> JobQueued:
+        """The job's place; its estimate only once the warm-up has timed this device."""
+        if (hold := self.hold) is not None:
+            return JobQueued(job_id, self._position_of(job_id), None, hold)
+        return JobQueued(job_id, self._position_of(job_id), self._eta_of(job_id))
+
     async def _announce_positions(self) -> None:
         for job_id in list(self._pending):
-            await self._emit(JobQueued(job_id, self._position_of(job_id), self._eta_of(job_id)))
+            await self._emit(self._queued(job_id))
 
     async def _run_forever(self) -> None:
         loop = asyncio.get_running_loop()

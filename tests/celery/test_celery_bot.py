@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery_harness import ROOT, RedisServer, Worker, wait_idle
+from celery_harness import ROOT, RedisServer, Worker, start_worker, wait_idle
 
 sys.path.insert(0, str(ROOT / "tests" / "bot"))
 import bot_helpers as bh
@@ -164,3 +164,33 @@ async def test_a_job_whose_record_redis_lost_is_put_back_in_line_and_delivered(
     await bh.settle(1.0)
     assert photos_in(tg, chat["id"]) == 1
     await wait_idle(redis_server.client())
+
+
+async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
+    tg: Any, runner: Any, tmp_path: Path, worker_logs: Path, preset_cache: Path
+) -> None:
+    """With every worker down, a photo was promised "Ready in about 30 s" and then waited
+    without a word.  Own Redis: the module's workers would take the job at once."""
+    server = RedisServer(tmp_path)
+    server.start()
+    worker: Worker | None = None
+    try:
+        await runner.start(CeleryExecutor(server.url, steps=(3,)))
+        alice = tg.user(101, "Alice", username="alice")
+        chat = tg.private_chat(alice)
+        photo = tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
+        (status,) = await bh.wait_text(tg, chat["id"], "You're next in the queue")
+        assert "No painter is online" in bh.text_of(status) and "about" not in bh.text_of(status)
+        tg.send_text(chat, alice, "/queue")
+        (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures")
+        assert "waiting for a painter to come online" in bh.text_of(queue)
+
+        worker = start_worker(server, "late", worker_logs)
+        (result,) = await bh.wait_photo(tg, chat["id"], timeout=90)
+        assert bh.reply_to(result) == bh.msg_id(photo)
+        await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText")  # the status moved on
+    finally:
+        await runner.stop()
+        if worker is not None:
+            worker.terminate()
+        server.stop()

@@ -19,7 +19,7 @@ from celery_harness import (
 
 from nst_core.celery_app import QUEUE, TASK_NAME, create_app
 from nst_core.celery_executor import CeleryExecutor
-from nst_core.executor import JobDone, JobFailed, JobProgress, JobQueued, JobStarted
+from nst_core.executor import Hold, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
 
 pytestmark = pytest.mark.slow
 
@@ -203,4 +203,45 @@ async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(
     finally:
         await ex.stop()
         worker.terminate()
+        server.stop()
+
+
+async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is_back(tmp_path, worker_logs, photo):
+    """The last worker died, and the job behind its own was still told "ready in about 20 s".
+
+    Own Redis and worker: the module's pair would not leave the queue workerless."""
+    server = RedisServer(tmp_path)
+    server.start()
+    worker = start_worker(server, "only", worker_logs)
+    events = Collector()
+    ex = CeleryExecutor(server.url)
+    back = None
+    try:
+        wait_ready(server, [worker])
+        await ex.start(events)
+        assert ex.hold is None
+        ex._steps = (60,)  # a few seconds on one CPU thread: time to kill the worker half-way
+        await ex.submit(make_job("painting", photo))
+        await events.wait_for(lambda: events.of_type(JobProgress, "painting"), 60, "the job running")
+        await ex.submit(make_job("behind", photo))
+        told = events.of_type(JobQueued, "behind")[-1]
+        assert told.hold is None and told.eta_s is not None
+
+        worker.kill()
+
+        def held() -> bool:
+            return events.of_type(JobQueued, "behind")[-1].hold is Hold.NO_WORKER
+
+        await events.wait_for(held, 30, "'no worker online' for the queued job")
+        assert events.of_type(JobQueued, "behind")[-1].eta_s is None  # no made-up time
+        back = start_worker(server, "only", worker_logs)  # its old name: it reruns the job it was killed in
+        await events.wait_for(
+            lambda: events.of_type(JobDone, "painting") and events.of_type(JobDone, "behind"), 120, "both pictures"
+        )
+        assert ex.hold is None
+    finally:
+        await ex.stop()
+        worker.kill()
+        if back is not None:
+            back.terminate()
         server.stop()

@@ -17,6 +17,7 @@ from PIL import Image
 
 from nst_core.executor import (
     DurationModel,
+    Hold,
     Job,
     JobCancelled,
     JobEvent,
@@ -172,8 +173,10 @@ async def test_a_picture_sent_during_the_warm_up_starts_with_this_machines_estim
             await asyncio.sleep(0.1)
         (started,) = [e for e in events if isinstance(e, JobStarted)]
         assert started.eta_s is not None and started.eta_s < 10, started
-        # Said once timed, and only then: not first as the 30 s guess from before the timing.
+        # First "warming up", with no time, not the 30 s guess from before the timing; then
+        # this machine's estimate.
         queued = [e for e in events if isinstance(e, JobQueued)]
-        assert queued and all(e.eta_s is not None and e.eta_s < 10 for e in queued), queued
+        assert queued[0] == JobQueued("first", 1, None, Hold.WARMING_UP), queued
+        assert queued[-1].hold is None and queued[-1].eta_s is not None and queued[-1].eta_s < 10, queued
     finally:
         await executor.stop()
