@@ -392,6 +392,11 @@ class CeleryExecutor(Executor):
         self._workers_at = time.monotonic()
         if self.hold != before:
             self._log_hold()
+            if self.hold is Hold.NO_WORKER:
+                # A running job's worker is gone too: it waits for the next one to put it back
+                # in line, rather than show a frozen "Painting…" meanwhile.
+                for job_id in [j for j, w in self._watch.items() if w.state == "running"]:
+                    await self._emit(JobQueued(job_id, 1, None, Hold.NO_WORKER))
             await self._announce_all()
         measured = [w for w in infos if w.step_per_pixel_s > 0 or w.step_fixed_s > 0]
         if measured:

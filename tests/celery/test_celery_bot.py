@@ -174,6 +174,7 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
     server = RedisServer(tmp_path)
     server.start()
     worker: Worker | None = None
+    runner.overrides.update(max_queue=1)
     try:
         await runner.start(CeleryExecutor(server.url, steps=(3,)))
         alice = tg.user(101, "Alice", username="alice")
@@ -184,6 +185,10 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
         tg.send_text(chat, alice, "/queue")
         (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures")
         assert "waiting for a painter to come online" in bh.text_of(queue)
+        bob = tg.user(202, "Bob")
+        tg.send_photo(tg.private_chat(bob), bob, bh.image_bytes(seed=2), caption="great-wave")
+        (full,) = await bh.wait_text(tg, bob["id"], "My queue is full")
+        assert "no painter is online" in bh.text_of(full) and "try again later" in bh.text_of(full)
 
         worker = start_worker(server, "late", worker_logs)
         (result,) = await bh.wait_photo(tg, chat["id"], timeout=90)

@@ -234,6 +234,8 @@ async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is
 
         await events.wait_for(held, 30, "'no worker online' for the queued job")
         assert events.of_type(JobQueued, "behind")[-1].eta_s is None  # no made-up time
+        # Not a frozen "Painting…" either: the running one waits for a worker as well.
+        assert events.of_type(JobQueued, "painting")[-1].hold is Hold.NO_WORKER
         back = start_worker(server, "only", worker_logs)  # its old name: it reruns the job it was killed in
         await events.wait_for(
             lambda: events.of_type(JobDone, "painting") and events.of_type(JobDone, "behind"), 120, "both pictures"
