@@ -464,9 +464,11 @@ async def cmd_cancel(update: Update, context: Context) -> None:
 
 
 async def cmd_queue(update: Update, context: Context) -> None:
+    """The same pictures as /cancel's: in a group only that group's, never the private ones."""
     message = update.effective_message
-    assert message is not None and update.effective_user is not None
-    rows = await service(context).queue_of(update.effective_user.id)
+    assert message is not None
+    who = requester(update)
+    rows = await service(context).queue_of(who.user_id, who.chat_id if who.in_group else None)
     if not rows:
         await reply(message, texts.queue_empty())
         return

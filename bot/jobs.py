@@ -498,15 +498,16 @@ class JobService:
         """What keeps the queue from moving right now, if anything (``Executor.hold``)."""
         return self.executor.hold
 
-    async def queue_of(self, user_id: int) -> list[tuple[JobRow, int | None, float | None]]:
-        """The user's active jobs with their place (0 = painting now) and a time estimate.
+    async def queue_of(self, user_id: int, chat_id: int | None = None) -> list[tuple[JobRow, int | None, float | None]]:
+        """The user's active jobs (in ``chat_id`` only, if given) with their place (0 = painting now)
+        and a time estimate.
 
         Under a ``hold`` the queued ones' estimates are guesses: the caller says what
         holds them instead.
         """
         typical = await self.db.typical_seconds() or 30.0
         out = []
-        for job in await self.db.active_jobs(user_id):
+        for job in await self.db.active_jobs(user_id, chat_id):
             position = await self.executor.position(job.id)
             eta = await self.executor.eta(job.id)
             if eta is None:

@@ -17,6 +17,8 @@ from bot_helpers import (
     wait_text,
 )
 
+from nst_core.executor import LocalExecutor
+
 
 async def test_group_reply_flow_with_two_users(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
     group = tg.group_chat()
@@ -92,3 +94,30 @@ async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRu
     answers = await tg.wait_for("answerInlineQuery", count=asked + 1)
     assert param(answers[-1], "results") == []
     assert "open the bot" in param(answers[-1], "button")["text"]
+
+
+async def test_queue_in_a_group_lists_only_that_groups_pictures(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """/queue in a group listed the asker's private pictures too (there for all to read),
+    and /cancel right under it then left those alone."""
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(400,)))
+    private, group = tg.private_chat(alice), tg.group_chat()
+    tg.send_photo(private, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, private["id"], "Painting…", method="editMessageText")
+    tg.send_photo(group, alice, image_bytes(seed=2), caption="/stylize the-scream")
+    await wait_text(tg, group["id"], "You're next in the queue")
+
+    tg.send_text(group, alice, "/queue")
+    (in_group,) = await wait_text(tg, group["id"], "Your pictures")
+    assert "The Scream" in text_of(in_group) and "Starry Night" not in text_of(in_group)
+    tg.send_text(private, alice, "/queue")
+    (in_private,) = await wait_text(tg, private["id"], "Your pictures")
+    assert "The Scream" in text_of(in_private) and "Starry Night" in text_of(in_private)
+
+    tg.send_text(group, alice, "/cancel")
+    await wait_text(tg, group["id"], "Cancelled 1 picture")
+    tg.send_text(group, alice, "/queue")
+    await wait_text(tg, group["id"], "nothing in the works")
+    tg.send_text(private, alice, "/cancel")
+    await wait_text(tg, private["id"], "Cancelled 1 picture")
