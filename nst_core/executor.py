@@ -514,7 +514,7 @@ class LocalExecutor(Executor):
             return
         except Exception:  # the engine could not even be loaded
             log.exception("job %s could not run", job.id)
-            await self._emit(JobFailed(job.id, "something went wrong in the painter; please try again"))
+            await self._emit(JobFailed(job.id, "something went wrong in the painter"))
             return
         if isinstance(result, JobCancelled | JobFailed):
             await self._emit(result)

@@ -118,4 +118,4 @@ def user_message(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return "the image was too large for the painter's memory; try a smaller /size"
-    return "something went wrong in the painter; please try again"
+    return "something went wrong in the painter"

@@ -134,6 +134,8 @@ async def test_engine_error_is_reported_and_the_worker_stays_up(
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if calls["n"] == 2:
+            raise RuntimeError("something nobody foresaw")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nst_core.runner, "run_job", flaky)
@@ -143,6 +145,10 @@ async def test_engine_error_is_reported_and_the_worker_stays_up(
     tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
     (failed,) = await wait_text(tg, chat["id"], "couldn't paint this one", method="editMessageText")
     assert "too large for the painter's memory" in text_of(failed)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    (_, failed) = await wait_text(tg, chat["id"], "couldn't paint this one", method="editMessageText", count=2)
+    assert "went wrong in the painter" in text_of(failed) and "something nobody foresaw" not in text_of(failed)
+    assert text_of(failed).count("try again") == 1, text_of(failed)  # it said so twice
     tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
     (result,) = await wait_photo(tg, chat["id"])
     assert "strength 7" in text_of(result)  # settings intact
