@@ -724,6 +724,7 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
             preset=job.style_preset,
             style=style,
             settings=settings.replace(strength=strength),
+            then=texts.PRESS_AGAIN,
         )
     except RequestError as exc:
         await query.answer(_plain(str(exc)), show_alert=True)

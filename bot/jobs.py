@@ -372,21 +372,31 @@ class JobService:
         preset: str | None = None,
         style: ImageRef | None = None,
         settings: StyleSettings | None = None,
+        then: str = texts.RESEND_STYLE,
     ) -> JobRow:
-        """Queue a complete request: limits, job row, status message, then the executor."""
+        """Queue a complete request: limits, job row, status message, then the executor.
+
+        ``then`` tells the user how to ask again if the per-user limit refuses it.
+        """
         if (preset is None) == (style is None):
             raise ValueError("a request has either a preset or a style image")
         if preset is not None:
             preset = presets.get(preset).slug
+        if settings is None:
+            settings = self.style_settings(await self.prefs(who.user_id))
         active = await self.db.active_jobs(who.user_id)
+        style_file_id = style.file_id if style else None
+        for job in active:  # a double tap on a button, say: the same picture twice, byte for byte
+            same_style = (job.style_preset, job.style_file_id) == (preset, style_file_id)
+            same_inputs = job.chat_id == who.chat_id and job.content_file_id == content.file_id and same_style
+            if same_inputs and StyleSettings.from_dict(job.settings) == settings:
+                raise RequestError(texts.ALREADY_IN_THE_WORKS)
         if len(active) >= self.config.max_jobs_per_user:
-            raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user))
+            raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user, then))
         in_queue = await self.db.count_active()
         if in_queue >= self.config.max_queue:
             held = self.executor.hold is Hold.NO_WORKER
             raise RequestError(texts.busy(None if held else await self._time_to_room(in_queue)))
-        if settings is None:
-            settings = self.style_settings(await self.prefs(who.user_id))
         row = JobRow(
             id=uuid.uuid4().hex[:16],
             user_id=who.user_id,
@@ -396,7 +406,7 @@ class JobService:
             content_file_id=content.file_id,
             content_message_id=content.message_id,
             style_preset=preset,
-            style_file_id=style.file_id if style else None,
+            style_file_id=style_file_id,
             settings=settings.to_dict(),
         )
         # Inputs first: a download failure must not leave a job behind.

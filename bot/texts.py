@@ -180,12 +180,18 @@ def failed(reason: str) -> str:
     )
 
 
-def too_many_jobs(limit: int) -> str:
+#: How to ask again after a refusal, for a request that came from a photo and a style...
+RESEND_STYLE = "I've kept this photo: once one is done, send the style (or its name) again."
+#: ...or from a button under a result (sending the style again would lose the button's setting).
+PRESS_AGAIN = "Once one is done, press the button again."
+ALREADY_IN_THE_WORKS = (
+    "That one is already in the works: the same photo, style and settings. It comes as soon as it's done."
+)
+
+
+def too_many_jobs(limit: int, then: str = RESEND_STYLE) -> str:
     noun = "picture" if limit == 1 else "pictures"
-    return (
-        f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel.\n"
-        "I've kept this photo: once one is done, send the style (or its name) again."
-    )
+    return f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel.\n{then}"
 
 
 def busy(wait_s: float | None) -> str:

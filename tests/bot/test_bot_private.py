@@ -89,12 +89,15 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     data = button_data(first)
 
     tg.press_button(result_msg, alice, data["➕ Stronger"])
+    tg.press_button(result_msg, alice, data["➕ Stronger"])  # a double tap: it painted the same picture twice
+    await tg.wait_for("answerCallbackQuery", lambda r: "already in the works" in text_of(r))
     results = await wait_photo(tg, chat["id"], count=2)
     assert "strength 7" in text_of(results[1]) and reply_to(results[1]) == msg_id(photo)
 
     tg.press_button(result_msg, alice, data["➖ Weaker"])
     results = await wait_photo(tg, chat["id"], count=3)
     assert "strength 3" in text_of(results[2])
+    assert "strength 7" not in text_of(results[2])  # no second copy of the stronger one in between
 
     tg.press_button(result_msg, alice, data["🎨 Another style"])
     (again,) = await wait_text(tg, chat["id"], "Pick another style")
