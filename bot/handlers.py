@@ -522,10 +522,18 @@ class AlbumCollector:
 
 
 async def _album_request(messages: list[Message], context: Context) -> None:
-    """An album of two: the first picture is the photo, the second the style."""
+    """An album of two: the first picture is the photo, the second the style.
+
+    Unless a caption names a painting: then every picture is a photo to paint in it.
+    """
     svc = service(context)
     first = messages[0]
     assert first.from_user is not None
+    caption = next((m.caption for m in messages if m.caption), None)
+    slug = find_preset(caption)[0] if caption else None
+    if slug is not None:
+        await _album_in_one_style(messages, slug, context)
+        return
     refs = [image_ref(m) for m in messages[:2]]
     if refs[0] is None or refs[1] is None:
         await reply(first, texts.NEED_PHOTO)
@@ -540,6 +548,25 @@ async def _album_request(messages: list[Message], context: Context) -> None:
     draft = Draft(who.chat_id, who.user_id, refs[0].file_id, refs[0].message_id, secrets.token_hex(4))
     if await _submit(first, who, draft, context, style=refs[1]) and len(messages) > 2:
         await reply(first, texts.ALBUM_TOO_BIG)
+
+
+async def _album_in_one_style(messages: list[Message], slug: str, context: Context) -> None:
+    """Each picture of the album painted in ``slug``, until the per-user limit says stop."""
+    svc = service(context)
+    for message in messages:
+        assert message.from_user is not None
+        who = Requester(message.from_user.id, message.chat.id, message.chat.type, message.from_user.full_name)
+        ref = image_ref(message)
+        if ref is None:
+            continue
+        try:
+            await svc.check_image(ref, "photo")
+        except RequestError as exc:
+            await reply(message, str(exc))
+            continue
+        draft = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+        if not await _submit(message, who, draft, context, preset=slug):
+            return  # told why under this picture; the later ones would hear the same
 
 
 async def on_picture(update: Update, context: Context) -> None:

@@ -37,7 +37,8 @@ def help_text(bot_username: str) -> str:
     return (
         "<b>How it works</b>\n"
         "Send a photo, then pick a style (or send a picture to copy the style from). "
-        "An album of two pictures means photo + style. "
+        "An album of two pictures means photo + style; an album captioned with a style name "
+        "paints every picture in it. "
         "A photo captioned with a style name, e.g. <code>great-wave</code>, starts at once.\n\n"
         "<b>Commands</b>\n"
         "/style [name] — style for your last photo\n"

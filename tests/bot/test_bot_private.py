@@ -133,6 +133,23 @@ async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner
     assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
 
 
+async def test_an_album_captioned_with_a_style_paints_each_picture_in_it(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """The caption was ignored and the second picture silently became the style."""
+    chat = tg.private_chat(alice)
+    photos = [
+        tg.send_photo(chat, alice, image_bytes(seed=seed), media_group_id="album-2", caption=caption)
+        for seed, caption in ((1, "starry-night"), (2, None), (3, None))
+    ]
+    # Two at most in the works (the default limit): the third is refused, and says why.
+    (limit,) = await wait_text(tg, chat["id"], "in the works")
+    assert reply_to(limit) == msg_id(photos[2])
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert all("The Starry Night" in text_of(r) for r in results)
+    assert {reply_to(r) for r in results} == {msg_id(photos[0]), msg_id(photos[1])}
+
+
 async def test_image_file_for_full_quality(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     doc = tg.send_document(chat, alice, image_bytes(fmt="PNG"), file_name="cat.png", mime_type="image/png")
