@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import operator
 import re
 import secrets
 import time
@@ -51,7 +53,13 @@ log = logging.getLogger(__name__)
 
 Context = ContextTypes.DEFAULT_TYPE
 
-IMAGE = filters.PHOTO | filters.Document.IMAGE
+#: Some clients send any file as application/octet-stream: its name still says it's a picture.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+IMAGE = functools.reduce(
+    operator.or_,
+    (filters.Document.FileExtension(ext) for ext in IMAGE_EXTENSIONS),
+    filters.PHOTO | filters.Document.IMAGE,
+)
 STYLIZE_CAPTION = filters.CaptionRegex(r"^/stylize(@\w+)?(\s|$)")
 
 
@@ -72,7 +80,10 @@ def image_ref(message: Message) -> ImageRef | None:
         photo = message.photo[-1]
         return ImageRef(photo.file_id, message.message_id, photo.file_size)
     doc = message.document
-    if doc is not None and (doc.mime_type or "").startswith("image/"):
+    if doc is None:
+        return None
+    extension = (doc.file_name or "").rpartition(".")[2].lower()
+    if (doc.mime_type or "").startswith("image/") or extension in IMAGE_EXTENSIONS:
         return ImageRef(doc.file_id, message.message_id, doc.file_size)
     return None
 

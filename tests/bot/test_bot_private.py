@@ -161,6 +161,18 @@ async def test_image_file_for_full_quality(tg: FakeTelegram, bot: BotRunner, ali
     assert "The Scream" in text_of(result) and reply_to(result) == msg_id(doc)
 
 
+async def test_an_image_file_of_unknown_type_is_taken_by_its_name(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """Some clients send every file as application/octet-stream: a JPEG was refused as not an image."""
+    chat = tg.private_chat(alice)
+    doc = tg.send_document(
+        chat, alice, image_bytes(), file_name="IMG_001.JPG", mime_type="application/octet-stream", caption="great-wave"
+    )
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "Great Wave" in text_of(result) and reply_to(result) == msg_id(doc)
+
+
 async def test_caption_naming_a_preset_is_a_complete_request(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     photo = tg.send_photo(chat, alice, image_bytes(), caption="Starry Night")
