@@ -153,7 +153,8 @@ async def gate(update: Update, context: Context) -> None:
 # --- commands -------------------------------------------------------------------------------------
 async def cmd_start(update: Update, context: Context) -> None:
     assert update.effective_message is not None and update.effective_user is not None
-    await update.effective_message.reply_text(texts.start(update.effective_user.first_name))
+    in_group = requester(update).in_group
+    await update.effective_message.reply_text(texts.start(update.effective_user.first_name, in_group=in_group))
 
 
 async def cmd_help(update: Update, context: Context) -> None:

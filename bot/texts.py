@@ -23,7 +23,15 @@ def preset_lines() -> str:
     return "\n".join(f"• <code>{p.slug}</code> — {esc(p.title)} ({esc(p.artist)})" for p in presets.catalog().values())
 
 
-def start(first_name: str) -> str:
+def start(first_name: str, *, in_group: bool = False) -> str:
+    if in_group:  # plain photos in a group are not the bot's business: only replies and captions
+        return (
+            f"Hi {esc(first_name)}! I paint photos in the style of famous paintings. 🎨\n\n"
+            "Here in the group: reply to a photo with <code>/stylize starry-night</code>, "
+            "or send a photo captioned <code>/stylize starry-night</code>. "
+            "Reply with just /stylize to pick a style from buttons. Results are shared here.\n\n"
+            "Styles:\n" + preset_lines() + "\n\nMore: /help"
+        )
     return (
         f"Hi {esc(first_name)}! I paint your photos in the style of famous paintings. 🎨\n\n"
         "1. Send me a photo (or an image file, for full quality).\n"
@@ -80,7 +88,9 @@ WAITING_FOR_STYLE = (
     "type a style name like <code>starry-night</code>, or send a picture to copy the style from."
 )
 STICKER = "Stickers are fun, but I can only paint photos. 📷 Send me a photo."
-GROUP_USAGE = "Reply to a photo with <code>/stylize starry-night</code> (or just /stylize to pick a style)."
+GROUP_USAGE = (
+    "Reply to a photo with <code>/stylize starry-night</code>, or reply to it with just /stylize to pick a style."
+)
 ALBUM_TOO_BIG = "I used the first two pictures of the album: the photo and the style."
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."

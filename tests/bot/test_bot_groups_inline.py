@@ -67,6 +67,12 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
     tg.send_text(group, alice, "/stylize")
     await wait_text(tg, group["id"], "Reply to a photo with")
 
+    # /start here told the private chat's way, a photo captioned with a style, which a group ignores.
+    tg.send_text(group, alice, "/start")
+    (start,) = await wait_text(tg, group["id"], "Hi Alice")
+    assert "reply to a photo with <code>/stylize starry-night</code>" in text_of(start)
+    assert "Send me a photo" not in text_of(start)
+
 
 async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
     chat = tg.private_chat(alice)
