@@ -16,7 +16,7 @@ import operator
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from telegram import (
@@ -255,7 +255,33 @@ async def _ask_for_style(message: Message, draft: Draft, context: Context, text:
     draft.awaiting_style = True
     draft.updated_at = time.time()
     await service(context).db.save_draft(draft)
-    await reply(message, text, reply_markup=preset_keyboard(draft.token, draft.user_id))
+    await _send_prompt(context, draft, reply(message, text, reply_markup=preset_keyboard(draft.token, draft.user_id)))
+
+
+async def _send_prompt(context: Context, draft: Draft, sending: Awaitable[Message]) -> None:
+    """Send a style keyboard for ``draft``, remembered so that it can be closed when the style
+    comes another way (a picture, a typed name) or a newer photo takes its place."""
+    prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
+    old = prompts.get((draft.chat_id, draft.user_id))
+    if old is not None and old[0] != draft.token:
+        await _close_prompt(context, draft.chat_id, draft.user_id, old[0], texts.PROMPT_REPLACED)
+    sent = await sending
+    prompts[(draft.chat_id, draft.user_id)] = (draft.token, sent.message_id)
+
+
+async def _close_prompt(context: Context, chat_id: int, user_id: int, token: str, text: str) -> None:
+    """Take the buttons off the draft's style keyboard, saying what became of it.
+
+    Left as they were, they looked usable and answered "older message" while the
+    photo was already being painted.  Forgotten at a restart; those then say so.
+    """
+    prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
+    known = prompts.get((chat_id, user_id))
+    if known is None or known[0] != token:
+        return
+    del prompts[(chat_id, user_id)]
+    with contextlib.suppress(TelegramError):
+        await context.bot.edit_message_text(text, chat_id=chat_id, message_id=known[1])
 
 
 async def _submit_preset(message: Message, who: Requester, draft: Draft, name: str, context: Context) -> None:
@@ -290,6 +316,8 @@ async def _submit(
     draft.awaiting_style = False
     draft.updated_at = time.time()
     await svc.db.save_draft(draft)
+    chosen = presets.get(preset).title if preset else texts.YOUR_PICTURE
+    await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.style_chosen(chosen))
     return True
 
 
@@ -618,11 +646,9 @@ async def _single_picture(message: Message, context: Context) -> None:
                 await _submit(message, who, new, context, preset=slug)
             else:
                 await svc.db.save_draft(new)
-                await reply(
-                    message,
-                    texts.unknown_preset(message.caption, suggestion),
-                    reply_markup=preset_keyboard(new.token, who.user_id),
-                )
+                text = texts.unknown_preset(message.caption, suggestion)
+                keyboard = preset_keyboard(new.token, who.user_id)
+                await _send_prompt(context, new, reply(message, text, reply_markup=keyboard))
             return
     if is_style:
         assert draft is not None
@@ -697,6 +723,9 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     who = requester(update)
     svc = service(context)
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
+    if draft is not None and draft.token == token and not draft.awaiting_style:
+        await query.answer(texts.STYLE_ALREADY_CHOSEN, show_alert=True)
+        return
     if draft is None or draft.token != token or not draft.awaiting_style or slug not in presets.catalog():
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return
@@ -710,8 +739,11 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     await svc.db.save_draft(draft)
     title = presets.get(slug).title
     await query.answer(f"{title} it is!")
-    try:
-        await query.edit_message_text(f"Style: <b>{texts.esc(title)}</b> ✓")
+    prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
+    if prompts.get((who.chat_id, who.user_id), ("",))[0] == token:
+        del prompts[(who.chat_id, who.user_id)]
+    try:  # this very message, whether or not this run of the bot sent it
+        await query.edit_message_text(texts.style_chosen(title))
     except TelegramError as exc:
         log.info("could not close the style keyboard: %s", exc)
 
@@ -788,12 +820,13 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, secrets.token_hex(4))
     await service(context).db.save_draft(draft)
     await query.answer()
-    await context.bot.send_message(
+    sending = context.bot.send_message(
         job.chat_id,
         texts.ANOTHER_STYLE,
         reply_parameters=ReplyParameters(query.message.message_id, allow_sending_without_reply=True),
         reply_markup=preset_keyboard(draft.token, job.user_id),
     )
+    await _send_prompt(context, draft, sending)
 
 
 async def _cb_full(update: Update, context: Context, job_id: str) -> None:
@@ -893,6 +926,7 @@ async def on_error(update: object, context: Context) -> None:
 def register(app: Application) -> None:
     """Attach every handler; order matters (first match wins within a group)."""
     app.bot_data["albums"] = AlbumCollector()
+    app.bot_data["prompts"] = {}  # (chat, user) -> (draft token, style keyboard message id)
     # New messages only: an edited caption must not start a second job.
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
     app.add_handler(TypeHandler(Update, gate), group=-1)

@@ -79,6 +79,18 @@ COMMANDS: list[tuple[str, str]] = [
 
 # --- the conversation -------------------------------------------------------------------------
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
+YOUR_PICTURE = "your picture"
+PROMPT_REPLACED = "A newer photo took this one's place."
+STYLE_ALREADY_CHOSEN = (
+    "You already picked a style for this photo. For another one as well, "
+    "use 🎨 Another style under the result, or send the photo again."
+)
+
+
+def style_chosen(title: str) -> str:
+    return f"Style: <b>{esc(title)}</b> ✓"
+
+
 PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
 PICK_STYLE_GROUP = "Pick a style — or reply to this message with a picture to copy the style from."
 NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"

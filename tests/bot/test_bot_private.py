@@ -117,10 +117,31 @@ async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) ->
     chat = tg.private_chat(alice)
     photo = tg.send_photo(chat, alice, image_bytes(seed=1))
     await wait_text(tg, chat["id"], "pick a style")
+    prompt, _ = find_button(tg, chat["id"], "p:")
     tg.send_photo(chat, alice, image_bytes(seed=3))
     (result,) = await wait_photo(tg, chat["id"])
     assert "your own style" in text_of(result)
     assert reply_to(result) == msg_id(photo)
+    # The prompt says what the second picture became, and its buttons are gone: they looked
+    # usable, and answered "older message" while the photo was being painted.
+    closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == prompt["message_id"])
+    assert closed["text"] == "Style: <b>your picture</b> ✓" and "reply_markup" not in closed
+
+
+async def test_a_newer_photo_closes_the_older_ones_style_buttons(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1))
+    await wait_text(tg, chat["id"], "pick a style")
+    first, _ = find_button(tg, chat["id"], "p:")
+    tg.send_photo(chat, alice, image_bytes(seed=2), caption="starry nite")  # a new photo, a misspelt style
+    await wait_text(tg, chat["id"], "Did you mean")
+    second, data = find_button(tg, chat["id"], "p:starry-night:")
+    assert second["message_id"] != first["message_id"]
+    closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == first["message_id"])
+    assert "newer photo" in closed["text"] and "reply_markup" not in closed
+    tg.press_button(second, alice, data)
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "The Starry Night" in text_of(result)
 
 
 async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
