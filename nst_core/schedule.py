@@ -1,5 +1,5 @@
-"""How much work a picture is and how long it takes: the coarse-to-fine schedule,
-what its steps cost, and the time left while it runs.
+"""How much work a picture is and how long it takes: the size it is painted at, the
+coarse-to-fine schedule, what its steps cost, and the time left while it runs.
 
 Torch-free on purpose: the executors read a job's schedule on the bot's event
 loop to estimate queue times, and the loop must never import torch.
@@ -13,8 +13,54 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from nst_core.images import fit_long_side
-from nst_core.settings import Quality, StyleSettings
+from nst_core.images import ImageError, fit_long_side
+from nst_core.settings import MAX_SIZE, Quality, StyleSettings
+
+#: The shortest side of any image the network sees (photo at every scale, style image).
+#: VGG19 max-pools four times before relu5_1, so under 16 px a pooling layer gets an
+#: empty input and the job dies in torch; 32 px leaves relu5_1 a 2-px-wide band of
+#: positions for its Gram matrix, and the 4-level Laplacian pyramid still gets three
+#: levels (it stops halving below 16 px).
+MIN_SIDE = 32
+
+
+def fit_short_side(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(w, h) scaled so that the shorter side is ``short_side``, aspect kept.
+
+    Enlarging rather than padding or stretching an image that is too thin: the
+    picture stays the picture, only with more pixels, and the long side pays for it.
+    """
+    w, h = size
+    s = short_side / min(w, h)
+    return max(short_side, round(w * s)), max(short_side, round(h * s))
+
+
+def paint_size(
+    size: tuple[int, int], long_side: int, max_side: int | None = None, *, what: str = "photo"
+) -> tuple[int, int]:
+    """The (w, h) a picture of ``size`` is painted at when ``long_side`` is asked for.
+
+    Usually the asked long side.  A picture so long and thin that its short side would
+    drop under ``MIN_SIDE`` gets that short side instead, and a longer long side: the
+    network cannot see less, and a 1000x60 photo should still be painted.  Only when
+    even that long side would pass ``max_side`` (the device's limit; by default the
+    engine's ceiling) is it refused, with an ``ImageError`` the user can act on.
+
+    ``max_side`` decides refusals only, never the size, so a caller that does not know
+    the device (a queue estimating times, the bot checking an upload) computes the
+    same size as the painter.  Torch-free, for the bot.
+    """
+    fitted = fit_long_side(size, long_side)
+    if min(fitted) >= MIN_SIDE:
+        return fitted
+    raised = fit_short_side(size, MIN_SIDE)
+    limit = MAX_SIZE if max_side is None else max_side
+    if max(raised) > limit:
+        w, h = size
+        raise ImageError(
+            f"the {what} is too long and thin to paint ({w}x{h}); at most 1:{limit // MIN_SIDE} fits, so please crop it"
+        )
+    return raised
 
 
 @dataclass(frozen=True)
@@ -42,13 +88,21 @@ MIN_COARSE_SIDE = 128
 
 
 def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = None) -> list[Scale]:
-    """Scales from coarse to fine: each halves the long side, none below 128 px."""
+    """Scales from coarse to fine: each halves the long side, none below 128 px.
+
+    Nor is any coarse scale's short side under ``MIN_SIDE``: a long, thin picture gets
+    fewer coarse scales (its steps go to the ones it keeps) instead of one the network
+    cannot see.
+    """
     w, h = size
     table = tuple(steps) if steps is not None else STEPS[quality]
     sizes = [(w, h)]
     while len(sizes) < len(table) and max(sizes[-1]) // 2 >= MIN_COARSE_SIDE:
         sw, sh = sizes[-1]
-        sizes.append((max(1, round(sw / 2)), max(1, round(sh / 2))))
+        half = (max(1, round(sw / 2)), max(1, round(sh / 2)))
+        if min(half) < MIN_SIDE:
+            break
+        sizes.append(half)
     sizes.reverse()
     used = table[len(table) - len(sizes) :]
     # An output too small for any coarse scale gets half the coarse budget at full size
@@ -61,14 +115,19 @@ def plan(size: tuple[int, int], quality: Quality, steps: Sequence[int] | None = 
 def plan_at(
     size: tuple[int, int], settings: StyleSettings, default_long_side: int, steps: Sequence[int] | None = None
 ) -> list[Scale]:
-    """The schedule for a photo of ``size`` with these settings (no size set: the device's default)."""
-    return plan(fit_long_side(size, settings.size or default_long_side), settings.quality, steps)
+    """The schedule for a photo of ``size`` with these settings (no size set: the device's default).
+
+    Sized by ``paint_size``, as ``stylize`` sizes it; raises its ``ImageError`` for a
+    picture too long and thin to paint at all.
+    """
+    return plan(paint_size(size, settings.size or default_long_side), settings.quality, steps)
 
 
 def plan_for(
     content: bytes, settings: StyleSettings, default_long_side: int, steps: Sequence[int] | None = None
 ) -> list[Scale] | None:
-    """The schedule ``stylize`` will follow for this photo, from its header alone; None if unreadable.
+    """The schedule ``stylize`` will follow for this photo, from its header alone; None if
+    unreadable, or too long and thin to paint (the job will be refused, in no time).
 
     EXIF rotation is ignored: it swaps width and height, which changes neither the
     area nor the long side, so the work is the same.
@@ -80,7 +139,10 @@ def plan_for(
         return None
     if min(size) < 1:
         return None
-    return plan_at(size, settings, default_long_side, steps)
+    try:
+        return plan_at(size, settings, default_long_side, steps)
+    except ImageError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nst_core import device as devices
-from nst_core.images import fit_area, fit_long_side, open_image, resize
-from nst_core.schedule import Scale, plan
+from nst_core.images import fit_area, open_image, resize
+from nst_core.schedule import MIN_SIDE, Scale, fit_short_side, paint_size, plan
 from nst_core.settings import Optimizer, StyleSettings
 from nst_core.vgg import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, cached_features
 
@@ -338,6 +338,41 @@ def _check_memory(device: str, size: tuple[int, int], n_styles: int, style_scale
         )
 
 
+#: Longest side over shortest side a style image is used at; longer strips are centre-cropped.
+MAX_STYLE_ASPECT = 4.0
+
+
+def _crop_style(img: Image.Image) -> Image.Image:
+    """A strip of a painting cut, about its centre, to at most ``MAX_STYLE_ASPECT``:1.
+
+    The style loss reads only Gram matrices, averages over positions, so a middle
+    stretch of a strip carries its texture statistics as well as the whole does.
+    Uncut, a 4000x20 strip resized to a 256-px photo's area would be 16 px high (8 at
+    the coarse scale), too thin for the network; scaled up to ``MIN_SIDE`` it would
+    be 6400x32, four times the photo's pixels spent on one row of brush strokes.
+    """
+    w, h = img.size
+    if max(w, h) <= MAX_STYLE_ASPECT * min(w, h):
+        return img
+    if w > h:
+        cw = round(h * MAX_STYLE_ASPECT)
+        left = (w - cw) // 2
+        return img.crop((left, 0, left + cw, h))
+    ch = round(w * MAX_STYLE_ASPECT)
+    top = (h - ch) // 2
+    return img.crop((0, top, w, top + ch))
+
+
+def style_size(size: tuple[int, int], pixels: int) -> tuple[int, int]:
+    """Where a (cropped) style image is resized to: the asked area, but never under ``MIN_SIDE``.
+
+    Too small an area (a small photo, a small ``style_scale``) gets the short side
+    ``MIN_SIDE`` instead: more painting than asked, rather than a network that fails.
+    """
+    fitted = fit_area(size, pixels)
+    return fitted if min(fitted) >= MIN_SIDE else fit_short_side(size, MIN_SIDE)
+
+
 def _finest_band(x: torch.Tensor) -> torch.Tensor:
     return x - _up(_half(x), x.shape[-2:])
 
@@ -444,7 +479,7 @@ def _optimize(
     def report(x: torch.Tensor, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
         values = [float(v) for v in (loss, *parts.values())]  # one wait for the device, then cheap reads
         if not math.isfinite(values[0]):  # L-BFGS would fail later, and cryptically
-            raise StylizeError("the painting diverged (the loss is not finite); please try again")
+            raise StylizeError("the painting diverged (the loss is not finite)")
         on_step(loss, dict(zip(parts, values[1:], strict=True)), x)
         return loss
 
@@ -534,9 +569,11 @@ def stylize(
     blend = settings.blend_weights(len(styles))
     dev = devices.pick_device(device)
     content_img = _as_image(content, "photo")
-    style_imgs = [_as_image(s, "style image") for s in styles]
+    style_imgs = [_crop_style(_as_image(s, "style image")) for s in styles]
 
-    out_size = fit_long_side(content_img.size, settings.size or devices.default_size(dev))
+    w, h = content_img.size
+    long_side = settings.size or devices.default_size(dev)
+    out_size = paint_size((w, h), long_side, devices.max_size(dev, min(w, h) / max(w, h)))
     _check_memory(dev, out_size, len(style_imgs), settings.style_scale)
     objective = objective or default_objective(settings.strength, settings.tv_weight)
     schedule = plan(out_size, settings.quality, steps)
@@ -556,7 +593,7 @@ def stylize(
         for index, scale in enumerate(schedule, start=1):
             photo = tensor(content_img, (scale.width, scale.height))
             style_area = int(scale.pixels * settings.style_scale**2)
-            style_ts = [tensor(s, fit_area(s.size, style_area)) for s in style_imgs]
+            style_ts = [tensor(s, style_size(s.size, style_area)) for s in style_imgs]
             target = photo
             if settings.preserve_colors:
                 # Gatys et al. 2017: transfer on luminance only, with the painting's
