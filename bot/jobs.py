@@ -53,6 +53,7 @@ from nst_core.executor import (
     StyleRef,
 )
 from nst_core.images import ImageError, open_image
+from nst_core.schedule import paint_size
 from nst_core.settings import Quality, StyleSettings
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,8 @@ class JobService:
             raise RequestError(texts.too_many_pixels(size[0], size[1], limit))
         try:
             img = await asyncio.to_thread(open_image, data, what=what, max_pixels=limit)
+            if what == "photo":  # too long and thin at any size (a style strip is cropped instead)
+                paint_size(img.size, self.config.size_medium)
         except ImageError as exc:
             self._images.pop(ref.file_id, None)
             raise RequestError(texts.bad_image(str(exc))) from None

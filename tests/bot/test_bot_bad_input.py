@@ -10,7 +10,9 @@ from bot_helpers import (
     FakeTelegram,
     find_button,
     image_bytes,
+    msg_id,
     photo_requests,
+    reply_to,
     settle,
     text_of,
     wait_photo,
@@ -55,6 +57,23 @@ async def test_corrupted_truncated_and_huge_images(tg: FakeTelegram, runner: Bot
     # A good photo right after works as usual.
     tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
     await wait_photo(tg, chat["id"])
+
+
+async def test_long_thin_photos_are_painted_and_the_thinnest_refused_at_once(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """A 1000x60 banner failed in the painter with "something went wrong", every time."""
+    chat = tg.private_chat(alice)
+    banner = tg.send_photo(chat, alice, image_bytes(1000, 60), caption="starry-night")
+    (result,) = await wait_photo(tg, chat["id"], timeout=60)
+    assert reply_to(result) == msg_id(banner) and "533×32" in text_of(result)  # tall enough for the painter
+
+    data = image_bytes(5000, 20, fmt="PNG")
+    strip = tg.send_document(chat, alice, data, file_name="strip.png", mime_type="image/png", caption="great-wave")
+    (refused,) = await wait_text(tg, chat["id"], "too long and thin")
+    assert reply_to(refused) == msg_id(strip) and "crop" in text_of(refused)
+    tg.send_text(chat, alice, "/queue")
+    await wait_text(tg, chat["id"], "nothing in the works")  # refused before the queue, not failed in it
 
 
 async def test_file_over_the_download_limit(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
