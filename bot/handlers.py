@@ -106,20 +106,31 @@ def find_preset(text: str) -> tuple[str | None, str | None]:
     lowered = name.lower()
     catalog = presets.catalog().values()
     for p in catalog:
-        if p.title.lower() == lowered:
+        if lowered in (p.title.lower(), p.short_title.lower()):
             return p.slug, None
-    # "scream", "the kiss", "mondrian": a part of exactly one slug or title is enough.
+    # "scream", "the kiss", "mondrian", "klimt": a part of exactly one slug or title, or the
+    # painter's surname, is enough ("van gogh" is two paintings; "claude" may be the sitter).
     key = lowered.replace(" ", "-")
-    partial = [p.slug for p in catalog if len(key) >= 4 and (key in p.slug or lowered in p.title.lower())]
+    partial = [
+        p.slug
+        for p in catalog
+        if len(key) >= 4 and (key in p.slug or lowered in p.title.lower() or lowered in _surnames(p.artist))
+    ]
     if len(partial) == 1:
         return partial[0], None
     # Only short texts are taken for a misspelt name; a sentence is just a caption.
     return None, presets.suggest(name) if len(name.split()) <= 3 else None
 
 
+def _surnames(artist: str) -> set[str]:
+    """"Vincent van Gogh" -> {"vincent van gogh", "van gogh", "gogh"}: what a caption may call him."""
+    words = artist.lower().split()
+    return {" ".join(words), " ".join(words[1:]), words[-1]}
+
+
 def preset_keyboard(token: str, user_id: int) -> InlineKeyboardMarkup:
     buttons = [
-        InlineKeyboardButton(_short(p.title), callback_data=f"p:{p.slug}:{token}:{user_id}")
+        InlineKeyboardButton(_short(p.short_title), callback_data=f"p:{p.slug}:{token}:{user_id}")
         for p in presets.catalog().values()
     ]
     return InlineKeyboardMarkup([buttons[i : i + 2] for i in range(0, len(buttons), 2)])
@@ -316,7 +327,7 @@ async def _submit(
     draft.awaiting_style = False
     draft.updated_at = time.time()
     await svc.db.save_draft(draft)
-    chosen = presets.get(preset).title if preset else texts.YOUR_PICTURE
+    chosen = presets.get(preset).short_title if preset else texts.YOUR_PICTURE
     await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.style_chosen(chosen))
     return True
 
@@ -737,7 +748,7 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
         return
     draft.awaiting_style = False
     await svc.db.save_draft(draft)
-    title = presets.get(slug).title
+    title = presets.get(slug).short_title
     await query.answer(f"{title} it is!")
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
     if prompts.get((who.chat_id, who.user_id), ("",))[0] == token:

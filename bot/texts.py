@@ -20,7 +20,9 @@ def esc(text: object) -> str:
 
 
 def preset_lines() -> str:
-    return "\n".join(f"• <code>{p.slug}</code> — {esc(p.title)} ({esc(p.artist)})" for p in presets.catalog().values())
+    return "\n".join(
+        f"• <code>{p.slug}</code> — {esc(p.short_title)} ({esc(p.artist)})" for p in presets.catalog().values()
+    )
 
 
 def start(first_name: str, *, in_group: bool = False) -> str:
@@ -228,7 +230,7 @@ def style_name(preset_slug: str | None) -> str:
     if preset_slug is None:
         return "your own style"
     try:
-        return presets.get(preset_slug).title
+        return presets.get(preset_slug).short_title
     except presets.PresetError:
         return preset_slug
 

@@ -55,6 +55,14 @@ class Preset:
     source_commit: str
     source_path: str
     public_domain_reason: str
+    #: What people call it, where ``title`` carries a cataloguer's notes: "The Great Wave",
+    #: not "Under the Wave off Kanagawa (The Great Wave)".  Empty: the title says it.
+    name: str = ""
+
+    @property
+    def short_title(self) -> str:
+        """For buttons and captions; ``title`` stays for attributions."""
+        return self.name or self.title
 
     @property
     def label(self) -> str:
@@ -79,8 +87,17 @@ def get(slug: str) -> Preset:
 
 
 def suggest(name: str) -> str | None:
-    close = difflib.get_close_matches(name.strip().lower(), list(catalog()), n=1, cutoff=0.4)
-    return close[0] if close else None
+    """The slug of the preset whose slug, name or painter's surname ``name`` is a misspelling of.
+
+    Against the slugs alone, with a low cutoff, "picasso" came out as "the-kiss".
+    """
+    names: dict[str, str] = {}
+    for p in catalog().values():
+        painter = p.artist.lower().split()
+        for known in (p.slug, p.slug.replace("-", " "), p.short_title.lower(), " ".join(painter[1:]), painter[-1]):
+            names.setdefault(known, p.slug)
+    close = difflib.get_close_matches(name.strip().lower(), list(names), n=1, cutoff=0.6)
+    return names[close[0]] if close else None
 
 
 def cache_dir() -> Path:

@@ -201,6 +201,11 @@ async def test_caption_naming_a_preset_is_a_complete_request(tg: FakeTelegram, b
     assert "The Starry Night" in text_of(result) and reply_to(result) == msg_id(photo)
     assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
 
+    # The painter's name, when he has one painting here; captions show the short title.
+    tg.send_photo(chat, alice, image_bytes(seed=2), caption="Hokusai")
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert "🖼 The Great Wave ·" in text_of(results[1]) and "Kanagawa" not in text_of(results[1])
+
 
 async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)

@@ -30,6 +30,21 @@ def test_unknown_preset_suggests_the_closest_name():
     assert presets.get("Starry Night").slug == "starry-night"
 
 
+def test_suggestions_come_from_names_people_use_not_from_chance_letters():
+    # Against the slugs alone, "picasso" was "the-kiss"; the painter's name and the
+    # words of the title are what people misspell.
+    assert presets.suggest("picasso") is None and presets.suggest("hello there") is None
+    assert presets.suggest("wheat feild") == "wheat-field-cypresses"
+    assert presets.suggest("hokusia") == "great-wave" and presets.suggest("monett") == "water-lilies"
+
+
+def test_short_titles_leave_out_the_cataloguers_notes():
+    great_wave, mondrian = presets.get("great-wave"), presets.get("mondrian-composition")
+    assert great_wave.short_title == "The Great Wave" and "(The Great Wave)" in great_wave.title
+    assert "unverified" not in mondrian.short_title and "unverified" in mondrian.title
+    assert presets.get("the-scream").short_title == presets.get("the-scream").title
+
+
 def test_fetch_verifies_and_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path))
     path = presets.fetch("great-wave")
