@@ -123,7 +123,7 @@ def find_preset(text: str) -> tuple[str | None, str | None]:
 
 
 def _surnames(artist: str) -> set[str]:
-    """"Vincent van Gogh" -> {"vincent van gogh", "van gogh", "gogh"}: what a caption may call him."""
+    """ "Vincent van Gogh" -> {"vincent van gogh", "van gogh", "gogh"}: what a caption may call him."""
     words = artist.lower().split()
     return {" ".join(words), " ".join(words[1:]), words[-1]}
 
@@ -489,9 +489,7 @@ async def cmd_colors(update: Update, context: Context) -> None:
         if arg not in ON | OFF:
             return None
         on = arg in ON
-        return Prefs(prefs.strength, prefs.size, prefs.quality, on), texts.setting_saved(
-            "Keep the photo's colours", "on" if on else "off"
-        )
+        return Prefs(prefs.strength, prefs.size, prefs.quality, on), texts.colors_saved(on)
 
     await _change(update, context, texts.COLORS_USAGE, parse)
 
@@ -908,12 +906,12 @@ async def on_inline(update: Update, context: Context) -> None:
     """``@Bot`` in any chat: the user's recent results, ready to send there."""
     query = update.inline_query
     assert query is not None
-    results = await service(context).db.recent_results(query.from_user.id, limit=20)
-    items = [
-        InlineQueryResultCachedPhoto(id=r.job_id, photo_file_id=r.file_id, caption=r.caption)
-        for r in results
-        if r.file_id
-    ]
+    results = [r for r in await service(context).db.recent_results(query.from_user.id, limit=20) if r.file_id]
+    # "@Bot scream": those in that style (by their caption), if any; otherwise all of them.
+    typed = query.query.strip().lower()
+    if typed and (matching := [r for r in results if typed in r.caption.lower()]):
+        results = matching
+    items = [InlineQueryResultCachedPhoto(id=r.job_id, photo_file_id=r.file_id, caption=r.caption) for r in results]
     button = None if items else InlineQueryResultsButton(text=texts.INLINE_EMPTY_BUTTON, start_parameter="inline")
     await query.answer(items, cache_time=5, is_personal=True, button=button)
 

@@ -299,6 +299,10 @@ def setting_saved(what: str, value: object) -> str:
     return f"✅ {what} set to {esc(value)}."
 
 
+def colors_saved(on: bool) -> str:
+    return "✅ I'll keep your photo's colours." if on else "✅ I'll take the painting's colours."
+
+
 def size_capped(name: str, px: int) -> str:
     return f"✅ Size set to {name} — this machine can do at most {px} px, so that's what you'll get."
 

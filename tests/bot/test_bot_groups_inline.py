@@ -76,8 +76,10 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
 
 async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
     chat = tg.private_chat(alice)
-    tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="the-scream")
     await wait_photo(tg, chat["id"])
+    tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    await wait_photo(tg, chat["id"], count=2)
     sent = tg.messages(chat["id"])[-1]
     file_id = sent["photo"][-1]["file_id"]
 
@@ -89,12 +91,18 @@ async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRu
         asked += 1
         answer = (await tg.wait_for("answerInlineQuery", count=asked))[-1]
         results = param(answer, "results")
-        if results:
+        if len(results) == 2:
             break
         await asyncio.sleep(0.1)
-    assert len(results) == 1
-    assert results[0]["type"] == "photo" and results[0]["photo_file_id"] == file_id
+    assert len(results) == 2
+    assert results[0]["type"] == "photo" and results[0]["photo_file_id"] == file_id  # the latest first
     assert "Great Wave" in results[0]["caption"]
+
+    # What is typed picks by style; it used to be ignored.
+    tg.inline_query(alice, "scream")
+    asked += 1
+    (only,) = param((await tg.wait_for("answerInlineQuery", count=asked))[-1], "results")
+    assert "The Scream" in only["caption"]
 
     tg.inline_query(bob, "")
     answers = await tg.wait_for("answerInlineQuery", count=asked + 1)

@@ -24,7 +24,7 @@ async def test_each_setting_command(tg: FakeTelegram, bot: BotRunner, alice: dic
         ("/strength 8", "Strength set to 8"),
         ("/size small", "Size set to small"),
         ("/quality fast", "Quality set to fast"),
-        ("/colors on", "colours set to on"),
+        ("/colors on", "keep your photo's colours"),
     ]:
         tg.send_text(chat, alice, command)
         await wait_text(tg, chat["id"], expected)
