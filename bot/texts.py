@@ -258,6 +258,8 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
         where = "painting now"
     elif position is None:
         where = "waiting"
+    elif position == 1:  # as its status message says
+        where = "next in the queue"
     else:
         where = f"#{position} in the queue"
     if hold is not None and position != 0:

@@ -50,7 +50,7 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
     tg.send_text(chat, alice, "/queue")
     (queue,) = await wait_text(tg, chat["id"], "Your pictures")
     assert "The Starry Night — painting now" in text_of(queue)
-    assert "#1 in the queue" in text_of(queue)  # the great wave is next
+    assert "Great Wave — next in the queue" in text_of(queue)  # as its status message says
 
     started = time.monotonic()
     tg.send_text(chat, alice, "/cancel")
