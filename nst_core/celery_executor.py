@@ -549,6 +549,8 @@ class CeleryExecutor(Executor):
             self._watch[job_id] = _Watched("queued")
             await self._announce(job_id, force=True)
         elif kind == "started":
+            if self.hold is not None:  # a worker is back: say so now, not at the next look in 5 s
+                await self._refresh_workers(force=True)
             known = job_id in self._watch
             watched = self._watch.setdefault(job_id, _Watched())
             if known and watched.state == "queued" and watched.position is None:

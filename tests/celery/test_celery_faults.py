@@ -223,6 +223,7 @@ async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is
         ex._steps = (60,)  # a few seconds on one CPU thread: time to kill the worker half-way
         await ex.submit(make_job("painting", photo))
         await events.wait_for(lambda: events.of_type(JobProgress, "painting"), 60, "the job running")
+        ex._steps = (3,)  # quick once its turn comes
         await ex.submit(make_job("behind", photo))
         told = events.of_type(JobQueued, "behind")[-1]
         assert told.hold is None and told.eta_s is not None
