@@ -67,6 +67,18 @@ def service(context: Context) -> JobService:
     return context.application.bot_data["service"]
 
 
+def sender(message: Message) -> Requester:
+    """Who sent ``message`` (a private chat's photo, one of an album), where the answer goes."""
+    assert message.from_user is not None
+    user = message.from_user
+    return Requester(user.id, message.chat.id, message.chat.type, user.full_name)
+
+
+def new_draft(who: Requester, ref: ImageRef) -> Draft:
+    """``ref`` as the user's waiting photo, with a fresh token for its style buttons."""
+    return Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+
+
 def requester(update: Update) -> Requester:
     user = update.effective_user
     chat = update.effective_chat
@@ -231,7 +243,7 @@ async def _request_from(message: Message, ref: ImageRef, args: list[str], contex
     except RequestError as exc:
         await reply(message, str(exc))
         return
-    draft = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+    draft = new_draft(who, ref)
     await svc.db.save_draft(draft)
     if not args:
         await _ask_for_style(
@@ -593,8 +605,8 @@ async def _album_request(messages: list[Message], context: Context) -> None:
     except RequestError as exc:
         await reply(first, str(exc))
         return
-    who = Requester(first.from_user.id, first.chat.id, first.chat.type, first.from_user.full_name)
-    draft = Draft(who.chat_id, who.user_id, refs[0].file_id, refs[0].message_id, secrets.token_hex(4))
+    who = sender(first)
+    draft = new_draft(who, refs[0])
     if await _submit(first, who, draft, context, style=refs[1]) and len(messages) > 2:
         await reply(first, texts.ALBUM_TOO_BIG)
 
@@ -603,8 +615,7 @@ async def _album_in_one_style(messages: list[Message], slug: str, context: Conte
     """Each picture of the album painted in ``slug``, until the per-user limit says stop."""
     svc = service(context)
     for message in messages:
-        assert message.from_user is not None
-        who = Requester(message.from_user.id, message.chat.id, message.chat.type, message.from_user.full_name)
+        who = sender(message)
         ref = image_ref(message)
         if ref is None:
             continue
@@ -613,7 +624,7 @@ async def _album_in_one_style(messages: list[Message], slug: str, context: Conte
         except RequestError as exc:
             await reply(message, str(exc))
             continue
-        draft = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+        draft = new_draft(who, ref)
         if not await _submit(message, who, draft, context, preset=slug):
             return  # told why under this picture; the later ones would hear the same
 
@@ -630,8 +641,7 @@ async def on_picture(update: Update, context: Context) -> None:
 async def _single_picture(message: Message, context: Context) -> None:
     """A photo in a private chat: a new photo, the style for the waiting one, or a complete request."""
     svc = service(context)
-    assert message.from_user is not None
-    who = Requester(message.from_user.id, message.chat.id, message.chat.type, message.from_user.full_name)
+    who = sender(message)
     ref = image_ref(message)
     if ref is None:
         return
@@ -650,7 +660,7 @@ async def _single_picture(message: Message, context: Context) -> None:
     if message.caption:
         slug, suggestion = find_preset(message.caption)
         if slug is not None or suggestion is not None:
-            new = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+            new = new_draft(who, ref)
             if slug is not None:
                 await _submit(message, who, new, context, preset=slug)
             else:
@@ -663,7 +673,7 @@ async def _single_picture(message: Message, context: Context) -> None:
         assert draft is not None
         await _submit(message, who, draft, context, style=ref)
         return
-    new = Draft(who.chat_id, who.user_id, ref.file_id, ref.message_id, secrets.token_hex(4))
+    new = new_draft(who, ref)
     await _ask_for_style(message, new, context, texts.PICK_STYLE)
 
 
