@@ -58,7 +58,7 @@ def paint_size(
     if max(raised) > limit:
         w, h = size
         raise ImageError(
-            f"the {what} is too long and thin to paint ({w}x{h}); at most 1:{limit // MIN_SIDE} fits, so please crop it"
+            f"the {what} is too long and thin to paint ({w}×{h}); at most 1:{limit // MIN_SIDE} fits, so crop it first"
         )
     return raised
 

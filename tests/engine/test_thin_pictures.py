@@ -66,11 +66,11 @@ def test_a_picture_too_thin_even_at_the_largest_size_is_refused_with_the_ratio_t
     with pytest.raises(ImageError) as refused:
         paint_size((4000, 20), 256)
     assert str(refused.value) == (
-        "the photo is too long and thin to paint (4000x20); at most 1:128 fits, so please crop it"
+        "the photo is too long and thin to paint (4000×20); at most 1:128 fits, so crop it first"
     )
     # A smaller device allows less: 1024 px over 32.
     assert paint_size((320, 10), 256, max_side=1024) == (1024, 32)
-    with pytest.raises(ImageError, match=r"\(20x1100\); at most 1:32 fits"):
+    with pytest.raises(ImageError, match=r"\(20×1100\); at most 1:32 fits"):
         paint_size((20, 1100), 256, max_side=1024)
 
 
@@ -152,7 +152,7 @@ def test_a_photo_too_thin_for_the_device_is_refused_with_a_message_for_the_user(
     with pytest.raises(ImageError) as refused:
         stylize(_noise((4000, 20)), [starry], StyleSettings(size=longest), progress=seen.append, steps=(1,))
     message = (
-        f"the photo is too long and thin to paint (4000x20); at most 1:{longest // MIN_SIDE} fits, so please crop it"
+        f"the photo is too long and thin to paint (4000×20); at most 1:{longest // MIN_SIDE} fits, so crop it first"
     )
     assert str(refused.value) == message
     assert user_message(refused.value) == message  # not "something went wrong"
