@@ -262,7 +262,9 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
         where = "next in the queue"
     else:
         where = f"#{position} in the queue"
-    if hold is not None and position != 0:
+    if hold is Hold.NO_WORKER and position == 0:  # its worker is gone too: nothing is painting it
+        where = "stopped with its painter"
+    if hold is not None and (position != 0 or hold is Hold.NO_WORKER):
         return f"{index}. {esc(style)} — {where}; {_HELD_LINE[hold]}"
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
 

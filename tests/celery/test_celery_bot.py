@@ -173,10 +173,11 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
     without a word.  Own Redis: the module's workers would take the job at once."""
     server = RedisServer(tmp_path)
     server.start()
-    worker: Worker | None = None
+    workers: list[Worker] = []
     runner.overrides.update(max_queue=1)
     try:
-        await runner.start(CeleryExecutor(server.url, steps=(3,)))
+        executor = CeleryExecutor(server.url, steps=(3,))
+        await runner.start(executor)
         alice = tg.user(101, "Alice", username="alice")
         chat = tg.private_chat(alice)
         photo = tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
@@ -190,12 +191,35 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
         (full,) = await bh.wait_text(tg, bob["id"], "My queue is full")
         assert "no painter is online" in bh.text_of(full) and "try again later" in bh.text_of(full)
 
-        worker = start_worker(server, "late", worker_logs)
+        workers.append(start_worker(server, "late", worker_logs))
         (result,) = await bh.wait_photo(tg, chat["id"], timeout=90)
         assert bh.reply_to(result) == bh.msg_id(photo)
         await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText")  # the status moved on
+
+        # The only worker dies while painting: that picture no longer shows a frozen "Painting…".
+        executor._steps = (60,)  # a few seconds: time to kill its worker half-way
+        second = tg.send_photo(chat, alice, bh.image_bytes(seed=3), caption="the-scream")
+        await tg.wait_for("sendMessage", lambda r: bh.reply_to(r) == bh.msg_id(second))
+        status_id = next(
+            m["message_id"]
+            for m in tg.messages(chat["id"])
+            if (m.get("reply_to_message") or {}).get("message_id") == bh.msg_id(second)
+        )
+
+        def painting_second(r: Any) -> bool:
+            return int(bh.param(r, "message_id")) == status_id and "Painting" in bh.text_of(r)
+
+        await tg.wait_for("editMessageText", painting_second, timeout=60)
+        workers[0].kill()
+        await bh.wait_text(tg, chat["id"], "No painter is online", method="editMessageText", timeout=30)
+        tg.send_text(chat, alice, "/queue")
+        queue = (await bh.wait_text(tg, chat["id"], "Your pictures", count=2))[-1]
+        assert "stopped with its painter; waiting for a painter to come online" in bh.text_of(queue)
+        workers.append(start_worker(server, "later", worker_logs))  # puts it back in line and paints it
+        results = await bh.wait_photo(tg, chat["id"], count=2, timeout=120)
+        assert bh.reply_to(results[1]) == bh.msg_id(second)
     finally:
         await runner.stop()
-        if worker is not None:
-            worker.terminate()
+        for w in workers:
+            w.terminate()
         server.stop()
