@@ -298,13 +298,21 @@ async def _close_prompt(context: Context, chat_id: int, user_id: int, token: str
     Left as they were, they looked usable and answered "older message" while the
     photo was already being painted.  Forgotten at a restart; those then say so.
     """
+    message_id = _forget_prompt(context, chat_id, user_id, token)
+    if message_id is None:
+        return
+    with contextlib.suppress(TelegramError):
+        await context.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
+
+
+def _forget_prompt(context: Context, chat_id: int, user_id: int, token: str) -> int | None:
+    """The message id of the draft's remembered style keyboard, no longer remembered."""
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
     known = prompts.get((chat_id, user_id))
     if known is None or known[0] != token:
-        return
+        return None
     del prompts[(chat_id, user_id)]
-    with contextlib.suppress(TelegramError):
-        await context.bot.edit_message_text(text, chat_id=chat_id, message_id=known[1])
+    return known[1]
 
 
 async def _submit_preset(message: Message, who: Requester, draft: Draft, name: str, context: Context) -> None:
@@ -758,9 +766,7 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     await svc.db.save_draft(draft)
     title = presets.get(slug).short_title
     await query.answer(f"{title} it is!")
-    prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
-    if prompts.get((who.chat_id, who.user_id), ("",))[0] == token:
-        del prompts[(who.chat_id, who.user_id)]
+    _forget_prompt(context, who.chat_id, who.user_id, token)
     try:  # this very message, whether or not this run of the bot sent it
         await query.edit_message_text(texts.style_chosen(title))
     except TelegramError as exc:
