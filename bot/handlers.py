@@ -389,7 +389,7 @@ async def cmd_styles(update: Update, context: Context) -> None:
                 slug = msg.caption.rsplit("\n", 1)[-1].strip()
                 if slug in presets.catalog() and slug not in known:
                     await svc.db.set_preset_file_id(slug, msg.photo[-1].file_id)
-    tail = "Send a photo, then pick one of these — or type its name as the caption."
+    tail = texts.styles_hint(in_group=message.chat.type != ChatType.PRIVATE)
     await message.reply_text(tail if sent_ok else "Styles:\n" + texts.preset_lines() + "\n\n" + tail)
 
 

@@ -25,6 +25,16 @@ def preset_lines() -> str:
     )
 
 
+def styles_hint(*, in_group: bool = False) -> str:
+    """What to do with the gallery; a group has no photo-then-button flow, only /stylize."""
+    if in_group:
+        return (
+            "Reply to a photo with <code>/stylize</code> and one of these names, "
+            "e.g. <code>/stylize starry-night</code>."
+        )
+    return "Send a photo, then pick one of these — or type its name as the caption."
+
+
 def start(first_name: str, *, in_group: bool = False) -> str:
     if in_group:  # plain photos in a group are not the bot's business: only replies and captions
         return (

@@ -73,6 +73,11 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
     assert "reply to a photo with <code>/stylize starry-night</code>" in text_of(start)
     assert "Send me a photo" not in text_of(start)
 
+    # So does /styles: its gallery ends with the group's way of using a name.
+    tg.send_text(group, alice, "/styles")
+    (hint,) = await wait_text(tg, group["id"], "one of these names")
+    assert "<code>/stylize starry-night</code>" in text_of(hint) and "caption" not in text_of(hint)
+
 
 async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:
     chat = tg.private_chat(alice)
