@@ -115,7 +115,11 @@ STICKER = "Stickers are fun, but I can only paint photos. 📷 Send me a photo."
 GROUP_USAGE = (
     "Reply to a photo with <code>/stylize starry-night</code>, or reply to it with just /stylize to pick a style."
 )
-ALBUM_TOO_BIG = "I used the first two pictures of the album: the photo and the style."
+ALBUM_TOO_BIG = (
+    "I used the first two pictures of the album: the photo and the style. "
+    "To paint every picture in it, send the album again with a style's name as its caption, "
+    "e.g. <code>starry-night</code>."
+)
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
 NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."

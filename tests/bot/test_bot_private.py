@@ -154,6 +154,17 @@ async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner
     assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
 
 
+async def test_album_of_three_says_what_it_used_and_how_to_paint_them_all(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    chat = tg.private_chat(alice)
+    photos = [tg.send_photo(chat, alice, image_bytes(seed=seed), media_group_id="album-3") for seed in (1, 2, 3)]
+    (note,) = await wait_text(tg, chat["id"], "first two pictures")
+    assert "caption" in text_of(note) and "<code>starry-night</code>" in text_of(note)
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "your own style" in text_of(result) and reply_to(result) == msg_id(photos[0])
+
+
 async def test_an_album_captioned_with_a_style_paints_each_picture_in_it(
     tg: FakeTelegram, bot: BotRunner, alice: dict
 ) -> None:
