@@ -412,7 +412,9 @@ def _chunks(items: Sequence[InputMediaPhoto], size: int) -> list[list[InputMedia
 def settings_view(prefs: Prefs, svc: JobService, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
     """The settings and their buttons; the buttons carry ``user_id``, whose settings they change
     (in a group anyone can tap them, and must not rewrite somebody else's panel)."""
-    text = texts.settings_text(prefs.strength, prefs.size, svc.size_px(prefs.size), prefs.quality, prefs.colors)
+    text = texts.settings_text(
+        prefs.strength, prefs.size, svc.size_px(prefs.size), prefs.quality, prefs.colors, svc.price(prefs)
+    )
 
     def mark(label: str, on: bool) -> str:
         return f"✓ {label}" if on else label
@@ -450,8 +452,9 @@ async def cmd_settings(update: Update, context: Context) -> None:
 Parser = Callable[[Prefs, str], tuple[Prefs, str] | None]
 
 
-async def _change(update: Update, context: Context, usage: str, parse: Parser) -> None:
-    """Shared body of the one-setting commands: parse the argument, save, confirm."""
+async def _change(update: Update, context: Context, usage: str, parse: Parser, *, priced: bool = False) -> None:
+    """Shared body of the one-setting commands: parse the argument, save, confirm
+    (with what a picture now takes, where the setting changes that)."""
     message = update.effective_message
     assert message is not None and update.effective_user is not None
     svc = service(context)
@@ -463,7 +466,8 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser) -
         await reply(message, f"{usage}\n\n{current}")
         return
     await svc.save_prefs(update.effective_user.id, new[0])
-    await reply(message, new[1])
+    cost = svc.price(new[0]) if priced else ""
+    await reply(message, f"{new[1]}\n{cost}" if cost else new[1])
 
 
 async def cmd_strength(update: Update, context: Context) -> None:
@@ -488,7 +492,7 @@ async def cmd_size(update: Update, context: Context) -> None:
             return new, texts.size_capped(arg, px)
         return new, texts.setting_saved("Size", f"{arg} ({px} px)")
 
-    await _change(update, context, texts.SIZE_USAGE, parse)
+    await _change(update, context, texts.SIZE_USAGE, parse, priced=True)
 
 
 async def cmd_quality(update: Update, context: Context) -> None:
@@ -497,7 +501,7 @@ async def cmd_quality(update: Update, context: Context) -> None:
             return None
         return Prefs(prefs.strength, prefs.size, arg, prefs.colors), texts.setting_saved("Quality", arg)
 
-    await _change(update, context, texts.QUALITY_USAGE, parse)
+    await _change(update, context, texts.QUALITY_USAGE, parse, priced=True)
 
 
 ON = {"on", "yes", "true", "1", "keep"}
@@ -890,7 +894,7 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return
     if new == prefs:
-        await query.answer("No change.")
+        await query.answer({"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))
         return
     await svc.save_prefs(user_id, new)
     text, keyboard = settings_view(new, svc, user_id)

@@ -303,6 +303,12 @@ class JobService:
         }.get(name, self.config.size_medium)
         return min(wanted, self.max_size)
 
+    def price(self, prefs: Prefs) -> str:
+        """The settings' cost line: a picture's time here, for a photo of the commonest shape (4:3)."""
+        long_side = self.size_px(prefs.size)
+        seconds = self.executor.picture_seconds(self.style_settings(prefs), (long_side, long_side * 3 // 4))
+        return texts.price(seconds, self.config.job_timeout_s)
+
     def style_settings(self, prefs: Prefs) -> StyleSettings:
         return StyleSettings(
             strength=prefs.strength,
@@ -414,6 +420,11 @@ class JobService:
         )
         # Inputs first: a download failure must not leave a job behind.
         content_bytes = await self.download(content)
+        # A picture that would run into the time limit fails after all that wait: say so now.
+        size = await asyncio.to_thread(_header_size, content_bytes)
+        own = self.executor.picture_seconds(settings, size) if size else None
+        if own is not None and own > self.config.job_timeout_s:
+            raise RequestError(texts.too_slow(own, self.config.job_timeout_s))
         style_bytes = await self.download(style) if style else None
         await self.db.insert_job(row)
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)

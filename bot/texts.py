@@ -285,6 +285,7 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
 
 STRONGEST = "That's already the strongest setting."
 WEAKEST = "That's already the weakest setting."
+NO_CHANGE = "No change."
 RESULT_GONE = "Sorry, that result is no longer on the server."
 SENDING_FULL = "Sending the full-size file…"
 ANOTHER_STYLE = "Pick another style for this photo:"
@@ -292,13 +293,35 @@ ANOTHER_STYLE = "Pick another style for this photo:"
 # --- settings ---------------------------------------------------------------------------------
 
 
-def settings_text(strength: int, size_name: str, size_px: int, quality: str, colors: bool) -> str:
-    return (
+def settings_text(strength: int, size_name: str, size_px: int, quality: str, colors: bool, price_line: str = "") -> str:
+    text = (
         "<b>Your settings</b>\n"
         f"Strength: {strength} (1–10)\n"
         f"Size: {size_name} ({size_px} px long side)\n"
         f"Quality: {quality}\n"
         f"Keep the photo's colours: {'on' if colors else 'off'}"
+    )
+    return f"{text}\n\n{price_line}" if price_line else text
+
+
+def price(picture_s: float | None, limit_s: float) -> str:
+    """What a picture takes at some settings, so that "large" and "best" show their cost before the wait;
+    "" while the device is untimed (a made-up number would mislead more than none)."""
+    if picture_s is None:
+        return ""
+    if picture_s > limit_s:
+        return (
+            f"⏱ A picture would take about {minutes(picture_s)} at these settings, over the "
+            f"{minutes(limit_s)} a picture may take here: pick a smaller size or a faster quality."
+        )
+    return f"⏱ A picture takes about {minutes(picture_s)} at these settings, queue aside."
+
+
+def too_slow(picture_s: float, limit_s: float) -> str:
+    """Short enough for a button's alert (200 characters)."""
+    return (
+        f"This picture would take about {minutes(picture_s)} at your settings, over the {minutes(limit_s)} "
+        "limit here, so I haven't started it. Pick a smaller size or a faster quality in /settings, then ask again."
     )
 
 

@@ -82,7 +82,9 @@ from nst_core.executor import (
     JobQueued,
     JobStarted,
 )
-from nst_core.schedule import Scale, StepCost, plan_for
+from nst_core.images import ImageError
+from nst_core.schedule import Scale, StepCost, plan_at, plan_for
+from nst_core.settings import StyleSettings
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +323,13 @@ class CeleryExecutor(Executor):
     async def eta(self, job_id: str) -> float | None:
         watched = self._watch.get(job_id)
         return watched.eta_s if watched is not None else None
+
+    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+        try:
+            schedule = plan_at(size, settings, GUESSED_DEFAULT_SIZE, self._steps)
+        except ImageError:  # too long and thin to paint: refused elsewhere, with its own message
+            return None
+        return self._durations.informed_seconds(schedule)
 
     async def estimate(self, job: Job) -> float | None:
         try:

@@ -30,7 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nst_core.schedule import Scale, StepCost, blend_eta, plan_for
+from nst_core.images import ImageError
+from nst_core.schedule import Scale, StepCost, blend_eta, plan_at, plan_for
 from nst_core.settings import StyleSettings
 
 if TYPE_CHECKING:
@@ -196,6 +197,14 @@ class Executor(abc.ABC):
         """Best guess of seconds until the job's result, None if this executor cannot tell."""
         return None
 
+    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+        """Seconds one picture of ``size`` (pixels, as sent) takes here, queue aside.
+
+        None until this executor has timed its device (a warm-up, a worker's report,
+        or finished jobs): what a user weighs a setting by should not be a made-up number.
+        """
+        return None
+
     async def estimate(self, job: Job) -> float | None:
         """Seconds until ``job``'s result if it were submitted now; None if this executor cannot tell.
 
@@ -248,6 +257,10 @@ class DurationModel:
     def informed(self, schedule: Sequence[Scale] | None) -> bool:
         """Whether ``predict`` knows this job's size in this device's seconds, rather than guessing."""
         return bool(schedule) and (self._cost is not None or bool(self._ratios))
+
+    def informed_seconds(self, schedule: Sequence[Scale] | None) -> float | None:
+        """``predict``, where it rests on this device's timing rather than a guess."""
+        return self.predict(schedule) if self.informed(schedule) else None
 
     def predict(self, schedule: Sequence[Scale] | None = None) -> float:
         if schedule:
@@ -410,12 +423,18 @@ class LocalExecutor(Executor):
         own = self._durations.predict(plan_for(job.content, job.settings, self._default_size, self._steps))
         return self._running_left() + pending + own
 
+    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+        try:
+            schedule = plan_at(size, settings, self._default_size, self._steps)
+        except ImageError:  # too long and thin to paint: refused elsewhere, with its own message
+            return None
+        return self._durations.informed_seconds(schedule)
+
     def _predict(self, job_id: str) -> float:
         return self._durations.predict(self._schedules.get(job_id))
 
     def _informed_prediction(self, job_id: str) -> float | None:
-        schedule = self._schedules.get(job_id)
-        return self._durations.predict(schedule) if self._durations.informed(schedule) else None
+        return self._durations.informed_seconds(self._schedules.get(job_id))
 
     def _running_left(self) -> float:
         """The running job's own ETA once its progress gives one; until then the prediction, less the time spent."""

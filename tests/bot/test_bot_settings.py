@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
@@ -16,6 +19,8 @@ from bot_helpers import (
     wait_text,
     wait_until,
 )
+
+from nst_core.executor import LocalExecutor
 
 
 async def test_each_setting_command(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
@@ -117,3 +122,70 @@ async def test_size_is_capped_by_what_the_device_can_hold(tg: FakeTelegram, bot:
     tg.send_photo(chat, alice, image_bytes(120, 100), caption="the-scream")
     (result,) = await wait_photo(tg, chat["id"])
     assert "72×" in text_of(result)
+
+
+def _price(text: str) -> float:
+    """The seconds in "⏱ A picture takes about N s|min"."""
+    found = re.search(r"A picture takes about (\d+) (s|min)", text)
+    assert found, text
+    return int(found[1]) * (60 if found[2] == "min" else 1)
+
+
+async def test_settings_show_what_a_picture_costs_here(tg: FakeTelegram, tmp_path: Path, alice: dict) -> None:
+    """Choosing "large" and "best" on a CPU means minutes a picture: the panel says so before the wait."""
+    runner = BotRunner(tg, tmp_path / "data", size_large=1024, job_timeout_s=36000)
+    executor = LocalExecutor("cpu")  # the product's schedules, so that quality changes the steps
+    await runner.start(executor)
+    try:
+        await wait_until(lambda: executor.hold is None, timeout=60, what="the warm-up")
+        chat = tg.private_chat(alice)
+        tg.send_text(chat, alice, "/settings")
+        (shown,) = await wait_text(tg, chat["id"], "Your settings")
+        prices = [_price(text_of(shown))]
+        for prefix, expected in [("s:size:large", "Size: large"), ("s:q:best", "Quality: best")]:
+            message, data = find_button(tg, chat["id"], prefix)
+            tg.press_button(message, alice, data)
+            (edit,) = await wait_text(tg, chat["id"], expected, method="editMessageText")
+            prices.append(_price(text_of(edit)))
+        assert prices[0] < prices[1] < prices[2], prices
+        assert "over the" not in text_of(edit)  # the 10 h a picture may take here
+
+        # At the end of the scale, the button says so instead of a bare "No change."
+        for _ in range(5):
+            message, data = find_button(tg, chat["id"], "s:str:+1")
+            tg.press_button(message, alice, data)
+        await wait_text(tg, chat["id"], "Strength: 10", method="editMessageText")
+        message, data = find_button(tg, chat["id"], "s:str:+1")
+        tg.press_button(message, alice, data)
+        await wait_until(lambda: "That's already the strongest setting." in answers(tg), what="the strongest answer")
+    finally:
+        await runner.stop()
+
+
+async def test_a_picture_that_would_outrun_the_time_limit_is_refused_before_the_wait(
+    tg: FakeTelegram, tmp_path: Path, alice: dict
+) -> None:
+    """Large and best on a CPU took longer than the limit: the user waited for minutes, then got a failure."""
+    runner = BotRunner(tg, tmp_path / "data", size_large=1024, job_timeout_s=60)
+    executor = LocalExecutor("cpu", timeout_s=60)
+    await runner.start(executor)
+    try:
+        await wait_until(lambda: executor.hold is None, timeout=60, what="the warm-up")
+        chat = tg.private_chat(alice)
+        tg.send_text(chat, alice, "/size large")
+        (saved,) = await wait_text(tg, chat["id"], "Size set to large")
+        assert "over the 1 min a picture may take here" in text_of(saved)
+        tg.send_photo(chat, alice, image_bytes(640, 480), caption="starry-night")
+        (refused,) = await wait_text(tg, chat["id"], "This picture would take about")
+        assert "over the 1 min limit here" in text_of(refused) and "/settings" in text_of(refused)
+        assert not tg.calls("sendPhoto") and "Cancel" not in str(tg.messages(chat["id"]))  # no job, no status
+
+        # Smaller, and the same photo is still there to paint.
+        tg.send_text(chat, alice, "/size small")
+        (small,) = await wait_text(tg, chat["id"], "Size set to small")
+        assert "queue aside" in text_of(small)
+        tg.send_text(chat, alice, "starry-night")
+        (result,) = await wait_photo(tg, chat["id"], timeout=60)
+        assert "The Starry Night" in text_of(result)
+    finally:
+        await runner.stop()

@@ -186,6 +186,9 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
         tg.send_text(chat, alice, "/queue")
         (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures")
         assert "waiting for a painter to come online" in bh.text_of(queue)
+        tg.send_text(chat, alice, "/settings")
+        (panel,) = await bh.wait_text(tg, chat["id"], "Your settings")
+        assert "A picture takes" not in bh.text_of(panel)  # no worker has timed a step: no made-up price
         bob = tg.user(202, "Bob")
         tg.send_photo(tg.private_chat(bob), bob, bh.image_bytes(seed=2), caption="great-wave")
         (full,) = await bh.wait_text(tg, bob["id"], "My queue is full")
@@ -195,6 +198,9 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
         (result,) = await bh.wait_photo(tg, chat["id"], timeout=90)
         assert bh.reply_to(result) == bh.msg_id(photo)
         await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText")  # the status moved on
+        tg.send_text(chat, alice, "/settings")
+        panel = (await bh.wait_text(tg, chat["id"], "Your settings", count=2))[-1]
+        assert "A picture takes about" in bh.text_of(panel)  # now the workers' own timing
 
         # The only worker dies while painting: that picture no longer shows a frozen "Painting…".
         executor._steps = (60,)  # a few seconds: time to kill its worker half-way

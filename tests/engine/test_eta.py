@@ -180,3 +180,27 @@ async def test_a_picture_sent_during_the_warm_up_starts_with_this_machines_estim
         assert queued[-1].hold is None and queued[-1].eta_s is not None and queued[-1].eta_s < 10, queued
     finally:
         await executor.stop()
+
+
+async def test_what_a_picture_costs_is_told_only_once_the_device_is_timed() -> None:
+    """/settings shows each setting's price; before the warm-up timed a step, it has none to show."""
+    executor = LocalExecutor("cpu")  # the product's schedules: their steps differ by quality
+    photo = (640, 480)
+    assert executor.picture_seconds(StyleSettings(size=128), photo) is None
+    await executor.start(_ignore)
+    try:
+        for _ in range(600):
+            if executor.hold is None:
+                break
+            await asyncio.sleep(0.1)
+        small = executor.picture_seconds(StyleSettings(size=128, quality=Quality.FAST), photo)
+        large = executor.picture_seconds(StyleSettings(size=512, quality=Quality.FAST), photo)
+        large_best = executor.picture_seconds(StyleSettings(size=512, quality=Quality.BEST), photo)
+        assert small is not None and large is not None and large_best is not None
+        assert 0 < small < large < large_best
+    finally:
+        await executor.stop()
+
+
+async def _ignore(event: JobEvent) -> None:
+    pass
