@@ -82,8 +82,7 @@ from nst_core.executor import (
     JobQueued,
     JobStarted,
 )
-from nst_core.images import ImageError
-from nst_core.schedule import Scale, StepCost, plan_at, plan_for
+from nst_core.schedule import Scale, StepCost, plan_for
 from nst_core.settings import StyleSettings
 
 log = logging.getLogger(__name__)
@@ -325,11 +324,7 @@ class CeleryExecutor(Executor):
         return watched.eta_s if watched is not None else None
 
     def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
-        try:
-            schedule = plan_at(size, settings, GUESSED_DEFAULT_SIZE, self._steps)
-        except ImageError:  # too long and thin to paint: refused elsewhere, with its own message
-            return None
-        return self._durations.informed_seconds(schedule)
+        return self._durations.picture_seconds(size, settings, GUESSED_DEFAULT_SIZE, self._steps)
 
     async def estimate(self, job: Job) -> float | None:
         try:

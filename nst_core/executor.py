@@ -262,6 +262,16 @@ class DurationModel:
         """``predict``, where it rests on this device's timing rather than a guess."""
         return self.predict(schedule) if self.informed(schedule) else None
 
+    def picture_seconds(
+        self, size: tuple[int, int], settings: StyleSettings, default_long_side: int, steps: Sequence[int] | None
+    ) -> float | None:
+        """``informed_seconds`` for a photo of ``size``; None for one too long and thin to paint,
+        which is refused elsewhere with its own message."""
+        try:
+            return self.informed_seconds(plan_at(size, settings, default_long_side, steps))
+        except ImageError:
+            return None
+
     def predict(self, schedule: Sequence[Scale] | None = None) -> float:
         if schedule:
             raw = (self._cost or StepCost()).seconds(schedule)
@@ -424,11 +434,7 @@ class LocalExecutor(Executor):
         return self._running_left() + pending + own
 
     def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
-        try:
-            schedule = plan_at(size, settings, self._default_size, self._steps)
-        except ImageError:  # too long and thin to paint: refused elsewhere, with its own message
-            return None
-        return self._durations.informed_seconds(schedule)
+        return self._durations.picture_seconds(size, settings, self._default_size, self._steps)
 
     def _predict(self, job_id: str) -> float:
         return self._durations.predict(self._schedules.get(job_id))

@@ -182,6 +182,16 @@ async def test_a_picture_sent_during_the_warm_up_starts_with_this_machines_estim
         await executor.stop()
 
 
+def test_a_pictures_price_is_its_schedule_in_measured_seconds_and_none_for_an_unpaintable_one() -> None:
+    model = DurationModel()
+    settings = StyleSettings(size=512)
+    assert model.picture_seconds((640, 480), settings, 512, None) is None  # untimed: no made-up price
+    model.calibrate(CPU_LIKE)
+    expected = CPU_LIKE.seconds(plan((512, 384), Quality.BALANCED))
+    assert model.picture_seconds((640, 480), settings, 512, None) == pytest.approx(expected)
+    assert model.picture_seconds((5000, 20), settings, 512, None) is None  # too long and thin to paint
+
+
 async def test_what_a_picture_costs_is_told_only_once_the_device_is_timed() -> None:
     """/settings shows each setting's price; before the warm-up timed a step, it has none to show."""
     executor = LocalExecutor("cpu")  # the product's schedules: their steps differ by quality
