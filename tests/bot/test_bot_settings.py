@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot_helpers import (
@@ -131,13 +133,23 @@ def _price(text: str) -> float:
     return int(found[1]) * (60 if found[2] == "min" else 1)
 
 
-async def test_settings_show_what_a_picture_costs_here(tg: FakeTelegram, tmp_path: Path, alice: dict) -> None:
-    """Choosing "large" and "best" on a CPU means minutes a picture: the panel says so before the wait."""
-    runner = BotRunner(tg, tmp_path / "data", size_large=1024, job_timeout_s=36000)
-    executor = LocalExecutor("cpu")  # the product's schedules, so that quality changes the steps
+@contextlib.asynccontextmanager
+async def _timed_bot(tg: FakeTelegram, tmp_path: Path, job_timeout_s: float) -> AsyncIterator[BotRunner]:
+    """A bot whose executor has timed its step, so that it can price a picture; on the
+    product's schedules, where quality changes the steps, and a 1024 px "large"."""
+    runner = BotRunner(tg, tmp_path / "data", size_large=1024, job_timeout_s=job_timeout_s)
+    executor = LocalExecutor("cpu", timeout_s=job_timeout_s)
     await runner.start(executor)
     try:
         await wait_until(lambda: executor.hold is None, timeout=60, what="the warm-up")
+        yield runner
+    finally:
+        await runner.stop()
+
+
+async def test_settings_show_what_a_picture_costs_here(tg: FakeTelegram, tmp_path: Path, alice: dict) -> None:
+    """Choosing "large" and "best" on a CPU means minutes a picture: the panel says so before the wait."""
+    async with _timed_bot(tg, tmp_path, job_timeout_s=36000):
         chat = tg.private_chat(alice)
         tg.send_text(chat, alice, "/settings")
         (shown,) = await wait_text(tg, chat["id"], "Your settings")
@@ -158,19 +170,13 @@ async def test_settings_show_what_a_picture_costs_here(tg: FakeTelegram, tmp_pat
         message, data = find_button(tg, chat["id"], "s:str:+1")
         tg.press_button(message, alice, data)
         await wait_until(lambda: "That's already the strongest setting." in answers(tg), what="the strongest answer")
-    finally:
-        await runner.stop()
 
 
 async def test_a_picture_that_would_outrun_the_time_limit_is_refused_before_the_wait(
     tg: FakeTelegram, tmp_path: Path, alice: dict
 ) -> None:
     """Large and best on a CPU took longer than the limit: the user waited for minutes, then got a failure."""
-    runner = BotRunner(tg, tmp_path / "data", size_large=1024, job_timeout_s=60)
-    executor = LocalExecutor("cpu", timeout_s=60)
-    await runner.start(executor)
-    try:
-        await wait_until(lambda: executor.hold is None, timeout=60, what="the warm-up")
+    async with _timed_bot(tg, tmp_path, job_timeout_s=60):
         chat = tg.private_chat(alice)
         tg.send_text(chat, alice, "/size large")
         (saved,) = await wait_text(tg, chat["id"], "Size set to large")
@@ -187,5 +193,3 @@ async def test_a_picture_that_would_outrun_the_time_limit_is_refused_before_the_
         tg.send_text(chat, alice, "starry-night")
         (result,) = await wait_photo(tg, chat["id"], timeout=60)
         assert "The Starry Night" in text_of(result)
-    finally:
-        await runner.stop()
