@@ -461,9 +461,9 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser, *
     prefs = await svc.prefs(update.effective_user.id)
     arg = " ".join(context.args or []).strip().lower()
     new = parse(prefs, arg) if arg else None
-    if new is None:
-        current, _ = settings_view(prefs, svc, update.effective_user.id)
-        await reply(message, f"{usage}\n\n{current}")
+    if new is None:  # the panel's buttons too: tapping beats retyping a command
+        current, keyboard = settings_view(prefs, svc, update.effective_user.id)
+        await reply(message, f"{usage}\n\n{current}", reply_markup=keyboard)
         return
     await svc.save_prefs(update.effective_user.id, new[0])
     cost = svc.price(new[0]) if priced else ""

@@ -52,7 +52,8 @@ async def test_bad_setting_values_explain_the_choices(tg: FakeTelegram, bot: Bot
     tg.send_text(chat, alice, "/strength")
     await wait_text(tg, chat["id"], "number from 1 (subtle) to 10", count=2)
     tg.send_text(chat, alice, "/size huge")
-    await wait_text(tg, chat["id"], "<code>small</code>, <code>medium</code> or <code>large</code>")
+    (usage,) = await wait_text(tg, chat["id"], "<code>small</code>, <code>medium</code> or <code>large</code>")
+    assert {"small", "✓ medium", "large"} <= set(button_data(usage))  # or tap one
     tg.send_text(chat, alice, "/quality perfect")
     await wait_text(tg, chat["id"], "<code>fast</code>, <code>balanced</code> or <code>best</code>")
     tg.send_text(chat, alice, "/colors maybe")
