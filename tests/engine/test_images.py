@@ -1,6 +1,8 @@
 """Every kind of upload people send: odd modes are converted, broken files get a clear error."""
 
 import io
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -80,6 +82,44 @@ def test_exif_orientation_is_applied():
 def test_non_images_get_a_clear_error(data, message):
     with pytest.raises(ImageError, match=message):
         open_image(data, what="photo")
+
+
+def test_an_iphone_heic_file_is_read(tmp_path):
+    """Sent as a file to keep full quality, an iPhone photo is HEIC (the `heic` extra reads it;
+    libheif itself turns it upright, from the file's own rotation box)."""
+    img = Image.new("RGB", (48, 32), (200, 40, 30))
+    img.paste((20, 40, 220), (0, 0, 24, 32))  # left half blue: a flipped decode would show
+    data = _bytes(img, "HEIF", quality=90)
+    assert data[4:12] == b"ftypheic"
+    out = open_image(data, what="photo")
+    assert out.mode == "RGB" and out.size == (48, 32)
+    left, right = out.getpixel((6, 16)), out.getpixel((42, 16))
+    assert left[2] > 170 and left[0] < 80, left
+    assert right[0] > 170 and right[2] < 80, right
+    (tmp_path / "IMG_0001.HEIC").write_bytes(data)
+    assert open_image(tmp_path / "IMG_0001.HEIC").size == (48, 32)
+
+
+def test_without_the_heic_extra_a_heic_file_gets_advice_not_not_an_image(tmp_path):
+    """Without pillow-heif (the default install), the message says what the file is and what to do."""
+    data = _bytes(Image.new("RGB", (16, 16)), "HEIF")
+    (tmp_path / "IMG_0002.HEIC").write_bytes(data)
+    script = (
+        "import sys; sys.modules['pillow_heif'] = None\n"  # as if the extra were not installed
+        "from nst_core.images import HEIF_SUPPORT, ImageError, open_image\n"
+        "assert not HEIF_SUPPORT\n"
+        "for source in (open(sys.argv[1], 'rb').read(), sys.argv[1]):\n"
+        "    try:\n"
+        "        open_image(source, what='photo')\n"
+        "    except ImageError as exc:\n"
+        "        print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "IMG_0002.HEIC")], capture_output=True, text=True, check=True
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all("HEIC file (the iPhone's format)" in line for line in lines), out
+    assert "send it as a photo rather than a file" in lines[0]
 
 
 def test_truncated_image_is_reported_as_such():
