@@ -82,7 +82,7 @@ def get(slug: str) -> Preset:
     if key in presets:
         return presets[key]
     close = difflib.get_close_matches(key, list(presets), n=1, cutoff=0.4)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = f" Did you mean {close[0]!r}?" if close else f" The presets are: {', '.join(presets)}."
     raise PresetError(f"there is no preset called {slug!r}.{hint}")
 
 

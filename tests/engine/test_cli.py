@@ -74,6 +74,7 @@ def test_own_style_file_and_blend(tmp_path, capsys):
     [
         (["stylize", PHOTO, "-o", "x.jpg"], "give a style"),
         (["stylize", PHOTO, "--preset", "stary-night", "-o", "x.jpg"], "Did you mean 'starry-night'"),
+        (["stylize", PHOTO, "--preset", "nope", "-o", "x.jpg"], "The presets are: starry-night, great-wave, "),
         (["stylize", PHOTO, "--preset", "great-wave", "--strength", "12", "-o", "x.jpg"], "strength must be from 1"),
         (["stylize", PHOTO, "--preset", "great-wave", "--size", "20", "-o", "x.jpg"], "size must be from 64"),
         (["stylize", NOT_AN_IMAGE, "--preset", "great-wave", "-o", "x.jpg"], "not an image"),
