@@ -759,7 +759,7 @@ class JobService:
         msg = await self.bot.send_document(
             job.chat_id,
             document,
-            filename=f"stylized-{job.id}.jpg",
+            filename=f"{job.style_preset or 'own-style'}-{job.id[:8]}.jpg",  # what the download is saved as
             reply_parameters=self._reply_to(reply_to),
             disable_content_type_detection=True,
         )

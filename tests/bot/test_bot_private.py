@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -111,6 +112,8 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"])
     assert reply_to(doc) == result_msg["message_id"]
     assert doc.files and next(iter(doc.files.values()))[:2] == b"\xff\xd8"  # the JPEG itself, uncompressed
+    (name,) = doc.filenames.values()
+    assert re.fullmatch(r"great-wave-[0-9a-f]{8}\.jpg", name), name  # saved under the painting's name
 
 
 async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:

@@ -56,6 +56,8 @@ class Request:
     files: dict[str, bytes] = field(default_factory=dict)
     at: float = 0.0
     status: int = 200
+    #: The name each uploaded file was sent under (what a user sees on a document).
+    filenames: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -398,11 +400,15 @@ class FakeTelegram:
         files = {k: v[0]["body"] for k, v in request.files.items()}
         return params, files
 
+    @staticmethod
+    def _filenames(request: tornado.httputil.HTTPServerRequest) -> dict[str, str]:
+        return {k: v[0]["filename"] for k, v in request.files.items()}
+
     async def _handle(self, token: str, method: str, request: tornado.httputil.HTTPServerRequest) -> tuple[int, dict]:
         if token != self.token:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         params, files = self._parse(request)
-        record = Request(method, params, files, time.monotonic())
+        record = Request(method, params, files, time.monotonic(), filenames=self._filenames(request))
         try:
             result = await self._call(method, params, files)
             held = next(
