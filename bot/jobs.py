@@ -306,7 +306,7 @@ class JobService:
     def price(self, prefs: Prefs) -> str:
         """The settings' cost line: a picture's time here, for a photo of the commonest shape (4:3)."""
         long_side = self.size_px(prefs.size)
-        seconds = self.executor.picture_seconds(self.style_settings(prefs), (long_side, long_side * 3 // 4))
+        seconds = self.executor.picture_seconds((long_side, long_side * 3 // 4), self.style_settings(prefs))
         return texts.price(seconds, self.config.job_timeout_s)
 
     def style_settings(self, prefs: Prefs) -> StyleSettings:
@@ -422,7 +422,7 @@ class JobService:
         content_bytes = await self.download(content)
         # A picture that would run into the time limit fails after all that wait: say so now.
         size = await asyncio.to_thread(_header_size, content_bytes)
-        own = self.executor.picture_seconds(settings, size) if size else None
+        own = self.executor.picture_seconds(size, settings) if size else None
         if own is not None and own > self.config.job_timeout_s:
             raise RequestError(texts.too_slow(own, self.config.job_timeout_s))
         style_bytes = await self.download(style) if style else None

@@ -323,7 +323,7 @@ class CeleryExecutor(Executor):
         watched = self._watch.get(job_id)
         return watched.eta_s if watched is not None else None
 
-    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+    def picture_seconds(self, size: tuple[int, int], settings: StyleSettings) -> float | None:
         return self._durations.picture_seconds(size, settings, GUESSED_DEFAULT_SIZE, self._steps)
 
     async def estimate(self, job: Job) -> float | None:

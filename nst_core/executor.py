@@ -197,7 +197,7 @@ class Executor(abc.ABC):
         """Best guess of seconds until the job's result, None if this executor cannot tell."""
         return None
 
-    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+    def picture_seconds(self, size: tuple[int, int], settings: StyleSettings) -> float | None:
         """Seconds one picture of ``size`` (pixels, as sent) takes here, queue aside.
 
         None until this executor has timed its device (a warm-up, a worker's report,
@@ -433,7 +433,7 @@ class LocalExecutor(Executor):
         own = self._durations.predict(plan_for(job.content, job.settings, self._default_size, self._steps))
         return self._running_left() + pending + own
 
-    def picture_seconds(self, settings: StyleSettings, size: tuple[int, int]) -> float | None:
+    def picture_seconds(self, size: tuple[int, int], settings: StyleSettings) -> float | None:
         return self._durations.picture_seconds(size, settings, self._default_size, self._steps)
 
     def _predict(self, job_id: str) -> float:

@@ -196,16 +196,16 @@ async def test_what_a_picture_costs_is_told_only_once_the_device_is_timed() -> N
     """/settings shows each setting's price; before the warm-up timed a step, it has none to show."""
     executor = LocalExecutor("cpu")  # the product's schedules: their steps differ by quality
     photo = (640, 480)
-    assert executor.picture_seconds(StyleSettings(size=128), photo) is None
+    assert executor.picture_seconds(photo, StyleSettings(size=128)) is None
     await executor.start(_ignore)
     try:
         for _ in range(600):
             if executor.hold is None:
                 break
             await asyncio.sleep(0.1)
-        small = executor.picture_seconds(StyleSettings(size=128, quality=Quality.FAST), photo)
-        large = executor.picture_seconds(StyleSettings(size=512, quality=Quality.FAST), photo)
-        large_best = executor.picture_seconds(StyleSettings(size=512, quality=Quality.BEST), photo)
+        small = executor.picture_seconds(photo, StyleSettings(size=128, quality=Quality.FAST))
+        large = executor.picture_seconds(photo, StyleSettings(size=512, quality=Quality.FAST))
+        large_best = executor.picture_seconds(photo, StyleSettings(size=512, quality=Quality.BEST))
         assert small is not None and large is not None and large_best is not None
         assert 0 < small < large < large_best
     finally:
