@@ -52,7 +52,7 @@ from nst_core.executor import (
     JobStarted,
     StyleRef,
 )
-from nst_core.images import ImageError, open_image
+from nst_core.images import HeicNotSupported, ImageError, open_image
 from nst_core.schedule import paint_size
 from nst_core.settings import Quality, StyleSettings
 
@@ -367,6 +367,9 @@ class JobService:
             img = await asyncio.to_thread(open_image, data, what=what, max_pixels=limit)
             if what == "photo":  # too long and thin at any size (a style strip is cropped instead)
                 paint_size(img.size, self.config.size_medium)
+        except HeicNotSupported:
+            self._images.pop(ref.file_id, None)
+            raise RequestError(texts.HEIC_AS_PHOTO) from None
         except ImageError as exc:
             self._images.pop(ref.file_id, None)
             raise RequestError(texts.bad_image(str(exc))) from None

@@ -161,6 +161,10 @@ def too_many_pixels(width: int, height: int, limit: int) -> str:
     )
 
 
+HEIC_AS_PHOTO = (
+    "That's a HEIC file (the iPhone's format), which I can't read here. Send it as a photo instead of a file: "
+    "Telegram turns it into a JPEG. 📷"
+)
 DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please send it again."
 
 # --- jobs -------------------------------------------------------------------------------------

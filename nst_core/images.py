@@ -39,6 +39,10 @@ class ImageError(ValueError):
     """An input is not a usable image; the message is meant for the end user."""
 
 
+class HeicNotSupported(ImageError):
+    """A HEIC file where the optional reader is not installed: a front-end may know a way round it."""
+
+
 def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Decode ``source`` (bytes or a path) into an RGB image, upright, first frame only."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -70,9 +74,9 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
             if _is_heif(fp):
-                raise ImageError(
-                    f"the {what} is a HEIC file (the iPhone's format), which this server cannot read; "
-                    "send it as a photo rather than a file, and Telegram turns it into a JPEG"
+                raise HeicNotSupported(
+                    f"the {what} is a HEIC file (the iPhone's format); reading it needs the `heic` extra "
+                    "(pip install 'nst-bot[heic]')"
                 ) from None
             raise ImageError(f"the {what} is not an image (or not a format I can read)") from None
         raise ImageError(f"the {what} has too many pixels to open safely") from None

@@ -218,6 +218,21 @@ async def test_an_iphone_photo_sent_as_a_heic_file_is_painted(tg: FakeTelegram, 
         assert "The Kiss" in text_of(result) and reply_to(result) == msg_id(doc)
 
 
+async def test_without_the_heic_extra_a_heic_file_gets_the_way_round(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default install has no HEIC reader: "not an image" was wrong, and left the user stuck."""
+    from PIL import Image
+
+    heic = image_bytes(fmt="HEIF")
+    monkeypatch.setattr(Image, "ID", [name for name in Image.ID if name != "HEIF"])  # as if not installed
+    chat = tg.private_chat(alice)
+    tg.send_document(chat, alice, heic, file_name="IMG_0043.HEIC", mime_type="image/heic", caption="the-kiss")
+    (advice,) = await wait_text(tg, chat["id"], "HEIC file")
+    assert "Send it as a photo instead of a file" in text_of(advice) and "not an image" not in text_of(advice)
+    assert not tg.calls("sendPhoto")
+
+
 async def test_caption_naming_a_preset_is_a_complete_request(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     photo = tg.send_photo(chat, alice, image_bytes(), caption="Starry Night")

@@ -100,18 +100,18 @@ def test_an_iphone_heic_file_is_read(tmp_path):
     assert open_image(tmp_path / "IMG_0001.HEIC").size == (48, 32)
 
 
-def test_without_the_heic_extra_a_heic_file_gets_advice_not_not_an_image(tmp_path):
-    """Without pillow-heif (the default install), the message says what the file is and what to do."""
+def test_without_the_heic_extra_a_heic_file_is_named_with_the_extra_it_needs(tmp_path):
+    """Without pillow-heif (the default install), the message says what the file is and what reads it."""
     data = _bytes(Image.new("RGB", (16, 16)), "HEIF")
     (tmp_path / "IMG_0002.HEIC").write_bytes(data)
     script = (
         "import sys; sys.modules['pillow_heif'] = None\n"  # as if the extra were not installed
-        "from nst_core.images import HEIF_SUPPORT, ImageError, open_image\n"
+        "from nst_core.images import HEIF_SUPPORT, HeicNotSupported, open_image\n"
         "assert not HEIF_SUPPORT\n"
         "for source in (open(sys.argv[1], 'rb').read(), sys.argv[1]):\n"
         "    try:\n"
         "        open_image(source, what='photo')\n"
-        "    except ImageError as exc:\n"
+        "    except HeicNotSupported as exc:\n"
         "        print(exc)\n"
     )
     out = subprocess.run(
@@ -119,7 +119,7 @@ def test_without_the_heic_extra_a_heic_file_gets_advice_not_not_an_image(tmp_pat
     )
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all("HEIC file (the iPhone's format)" in line for line in lines), out
-    assert "send it as a photo rather than a file" in lines[0]
+    assert "needs the `heic` extra" in lines[0]
 
 
 def test_truncated_image_is_reported_as_such():
