@@ -92,6 +92,9 @@ class BotConfig(BaseSettings):
 
     # --- Behaviour ------------------------------------------------------------------------
     status_interval_s: float = Field(default=3.0, ge=0, validation_alias=_env("NST_STATUS_INTERVAL_S"))
+    #: All status messages in one group share one edit per this many seconds: a group
+    #: gets ~20 messages a minute from a bot, and replies and results need most of them.
+    group_status_interval_s: float = Field(default=6.0, ge=0, validation_alias=_env("NST_GROUP_STATUS_INTERVAL_S"))
     album_wait_s: float = Field(default=1.0, ge=0, validation_alias=_env("NST_ALBUM_WAIT_S"))
     draft_ttl_s: float = Field(default=1800.0, gt=0, validation_alias=_env("NST_DRAFT_TTL_S"))
     keep_results_days: float = Field(default=7.0, gt=0, validation_alias=_env("NST_KEEP_RESULTS_DAYS"))

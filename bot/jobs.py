@@ -153,6 +153,8 @@ class StatusMessage:
     async def _flush_after(self, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
+        while (wait := self.service.group_edit_wait(self.chat_id)) > 0:
+            await asyncio.sleep(wait)
         async with self.lock:
             text, self.pending = self.pending, None
             if self.closed or text is None or text == self.text:
@@ -233,6 +235,7 @@ class JobService:
         self._dropped: set[str] = set()
         self._retried: set[str] = set()  # jobs submitted again after a retryable failure (once each)
         self._redeliveries: dict[str, int] = {}
+        self._group_edit_at: dict[int, float] = {}  # chat id -> when its next status edit may go
         # Timers, not work: cancelled at once on stop (recovery delivers what they would have).
         self._timers: set[asyncio.Task[Any]] = set()
 
@@ -468,6 +471,25 @@ class JobService:
     def _job_for(self, row: JobRow, content: bytes, style: bytes | None) -> Job:
         ref = StyleRef(preset=row.style_preset) if row.style_preset else StyleRef(image=style)
         return Job(row.id, content, (ref,), StyleSettings.from_dict(row.settings))
+
+    def group_edit_wait(self, chat_id: int) -> float:
+        """Seconds until a status edit in this chat may go; 0 takes the slot.
+
+        Telegram lets a bot send a group about 20 messages a minute, and edits count.
+        Unpaced, the progress of a few jobs used the whole budget, and the rate limiter
+        then held command replies and finished pictures back by 10-25 s.  So all status
+        messages in one group share one edit every ``group_status_interval_s``.  Private
+        chats (positive ids; groups' are negative) have no such limit.
+        """
+        interval = self.config.group_status_interval_s
+        if chat_id >= 0 or interval <= 0:
+            return 0.0
+        now = time.monotonic()
+        due = self._group_edit_at.get(chat_id, 0.0)
+        if now < due:
+            return due - now
+        self._group_edit_at[chat_id] = now + interval
+        return 0.0
 
     async def _open_status(self, row: JobRow, text: str) -> None:
         """Send (or after a restart, reuse) the job's status message."""

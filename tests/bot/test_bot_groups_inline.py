@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
+    chat_of,
     find_button,
     image_bytes,
     msg_id,
@@ -140,3 +142,27 @@ async def test_queue_in_a_group_lists_only_that_groups_pictures(
     await wait_text(tg, group["id"], "nothing in the works")
     tg.send_text(private, alice, "/cancel")
     await wait_text(tg, private["id"], "Cancelled 1 picture")
+
+
+async def test_status_edits_in_a_group_are_paced_together(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict
+) -> None:
+    """Telegram gives a bot ~20 messages a minute per group: unpaced progress edits of a
+    few jobs used them all, and replies and finished pictures waited 10-25 s behind them."""
+    runner.overrides.update(status_interval_s=0.0, group_status_interval_s=1.0)
+    await runner.start(LocalExecutor("cpu", timeout_s=60, steps=(80,)))
+    group = tg.group_chat()
+    tg.send_photo(group, alice, image_bytes(seed=1), caption="/stylize starry-night")
+    tg.send_photo(group, bob, image_bytes(seed=2), caption="/stylize great-wave")
+    await wait_photo(tg, group["id"], count=2, timeout=90)
+    edits = [r for r in tg.calls("editMessageText") if chat_of(r) == group["id"]]
+    assert sum("Painting…" in text_of(r) for r in edits) >= 2  # both statuses moved, one edit at a time
+    for before, after in itertools.pairwise(edits):
+        assert after.at - before.at >= 0.9
+
+    # A private chat is not paced that way: there every step may show.
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=3), caption="starry-night")
+    await wait_photo(tg, chat["id"], timeout=60)
+    private = [r.at for r in tg.calls("editMessageText") if chat_of(r) == chat["id"]]
+    assert min(b - a for a, b in itertools.pairwise(private)) < 0.5
