@@ -106,20 +106,20 @@ async def reply(message: Message, text: str, **kwargs: object) -> Message:
     )
 
 
-def find_preset(text: str) -> tuple[str | None, str | None]:
-    """(slug, None) if ``text`` names a preset (by slug or title), else (None, closest slug or None)."""
+def find_preset(text: str) -> tuple[str | None, tuple[str, ...]]:
+    """(slug, ()) if ``text`` names a preset (by slug or title), else (None, the slugs it may mean)."""
     name = text.strip().strip("\"'“”").strip()
     if not name:
-        return None, None
+        return None, ()
     try:
-        return presets.get(name).slug, None
+        return presets.get(name).slug, ()
     except presets.PresetError:
         pass
     lowered = name.lower()
     catalog = presets.catalog().values()
     for p in catalog:
         if lowered in (p.title.lower(), p.short_title.lower()):
-            return p.slug, None
+            return p.slug, ()
     # "scream", "the kiss", "mondrian", "klimt": a part of exactly one slug or title, or the
     # painter's surname, is enough ("van gogh" is two paintings; "claude" may be the sitter).
     key = lowered.replace(" ", "-")
@@ -129,9 +129,12 @@ def find_preset(text: str) -> tuple[str | None, str | None]:
         if len(key) >= 4 and (key in p.slug or lowered in p.title.lower() or lowered in _surnames(p.artist))
     ]
     if len(partial) == 1:
-        return partial[0], None
+        return partial[0], ()
+    if partial:  # "van gogh": offer both rather than guess one
+        return None, tuple(partial)
     # Only short texts are taken for a misspelt name; a sentence is just a caption.
-    return None, presets.suggest(name) if len(name.split()) <= 3 else None
+    close = presets.suggest(name) if len(name.split()) <= 3 else None
+    return None, (close,) if close else ()
 
 
 def _surnames(artist: str) -> set[str]:
@@ -182,7 +185,8 @@ async def cmd_start(update: Update, context: Context) -> None:
 
 async def cmd_help(update: Update, context: Context) -> None:
     assert update.effective_message is not None
-    await update.effective_message.reply_text(texts.help_text(context.bot.username or "bot"))
+    in_group = requester(update).in_group
+    await update.effective_message.reply_text(texts.help_text(context.bot.username or "bot", in_group=in_group))
 
 
 async def cmd_style(update: Update, context: Context) -> None:
@@ -216,18 +220,35 @@ async def cmd_stylize(update: Update, context: Context) -> None:
     await _request_from(message, ref, list(context.args or []), context)
 
 
+def _stylize_args(caption: str | None, context: Context) -> list[str] | None:
+    """The words after ``/stylize`` in a caption, or None if it is no /stylize for this bot."""
+    command, *args = (caption or "").split() or [""]
+    name, _, addressee = command.partition("@")
+    if name.lower() != "/stylize" or (addressee and addressee.lower() != (context.bot.username or "").lower()):
+        return None  # /stylize@SomeOtherBot, or another caption
+    return args
+
+
 async def on_stylize_caption(update: Update, context: Context) -> None:
     """A photo captioned ``/stylize starry-night``: a complete request in one message."""
     message = update.effective_message
     assert message is not None
     ref = image_ref(message)
-    if ref is None:
+    args = _stylize_args(message.caption, context)
+    if ref is None or args is None:
         return
-    command, *args = (message.caption or "").split()
-    _, _, addressee = command.partition("@")
-    if addressee and addressee.lower() != (context.bot.username or "").lower():
-        return  # /stylize@SomeOtherBot
+    if message.media_group_id:  # the album's other pictures come without the caption
+        context.application.bot_data["albums"].add(message, context)
+        return
     await _request_from(message, ref, args, context)
+
+
+async def on_group_album_part(update: Update, context: Context) -> None:
+    """A picture of an album in a group: kept until the album is whole, in case its caption is /stylize."""
+    message = update.effective_message
+    assert message is not None
+    if message.media_group_id:
+        context.application.bot_data["albums"].add(message, context)
 
 
 async def _request_from(message: Message, ref: ImageRef, args: list[str], context: Context) -> None:
@@ -305,6 +326,14 @@ async def _close_prompt(context: Context, chat_id: int, user_id: int, token: str
         await context.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id)
 
 
+async def _close_other_prompt(context: Context, draft: Draft) -> None:
+    """A keyboard left open for an earlier photo of the user's: ``draft`` takes its place."""
+    prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
+    known = prompts.get((draft.chat_id, draft.user_id))
+    if known is not None and known[0] != draft.token:
+        await _close_prompt(context, draft.chat_id, draft.user_id, known[0], texts.PROMPT_REPLACED)
+
+
 def _forget_prompt(context: Context, chat_id: int, user_id: int, token: str) -> int | None:
     """The message id of the draft's remembered style keyboard, no longer remembered."""
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
@@ -334,6 +363,7 @@ async def _submit(
 ) -> bool:
     svc = service(context)
     content = ImageRef(draft.content_file_id, draft.content_message_id)
+    await _close_other_prompt(context, draft)
     try:
         await svc.submit(who, content, preset=preset, style=style)
     except RequestError as exc:
@@ -409,11 +439,20 @@ def _chunks(items: Sequence[InputMediaPhoto], size: int) -> list[list[InputMedia
 
 
 # --- settings -------------------------------------------------------------------------------------
-def settings_view(prefs: Prefs, svc: JobService, user_id: int) -> tuple[str, InlineKeyboardMarkup]:
-    """The settings and their buttons; the buttons carry ``user_id``, whose settings they change
-    (in a group anyone can tap them, and must not rewrite somebody else's panel)."""
+def settings_view(prefs: Prefs, svc: JobService, update: Update) -> tuple[str, InlineKeyboardMarkup]:
+    """The settings and their buttons; the buttons carry the user's id, whose settings they change
+    (in a group anyone can tap them, and must not rewrite somebody else's panel).  In a group the
+    panel is public, so it says whose it is."""
+    who = requester(update)
+    user_id = who.user_id
     text = texts.settings_text(
-        prefs.strength, prefs.size, svc.size_px(prefs.size), prefs.quality, prefs.colors, svc.price(prefs)
+        prefs.strength,
+        prefs.size,
+        svc.size_px(prefs.size),
+        prefs.quality,
+        prefs.colors,
+        svc.price(prefs),
+        owner=who.name if who.in_group else None,
     )
 
     def mark(label: str, on: bool) -> str:
@@ -445,7 +484,7 @@ async def cmd_settings(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None and update.effective_user is not None
     svc = service(context)
-    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc, update.effective_user.id)
+    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc, update)
     await message.reply_text(text, reply_markup=keyboard)
 
 
@@ -462,7 +501,7 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser, *
     arg = " ".join(context.args or []).strip().lower()
     new = parse(prefs, arg) if arg else None
     if new is None:  # the panel's buttons too: tapping beats retyping a command
-        current, keyboard = settings_view(prefs, svc, update.effective_user.id)
+        current, keyboard = settings_view(prefs, svc, update)
         await reply(message, f"{usage}\n\n{current}", reply_markup=keyboard)
         return
     await svc.save_prefs(update.effective_user.id, new[0])
@@ -523,7 +562,7 @@ async def cmd_reset(update: Update, context: Context) -> None:
     assert message is not None and update.effective_user is not None
     svc = service(context)
     await svc.save_prefs(update.effective_user.id, Prefs())
-    text, keyboard = settings_view(Prefs(), svc, update.effective_user.id)
+    text, keyboard = settings_view(Prefs(), svc, update)
     await reply(message, f"{texts.RESET_DONE}\n\n{text}", reply_markup=keyboard)
 
 
@@ -532,8 +571,10 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None
     who = requester(update)
-    n = await service(context).cancel_all(who.user_id, who.chat_id if who.in_group else None)
-    await reply(message, texts.cancelled_jobs(n))
+    svc = service(context)
+    n = await svc.cancel_all(who.user_id, who.chat_id if who.in_group else None)
+    elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
+    await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere))
 
 
 async def cmd_queue(update: Update, context: Context) -> None:
@@ -543,7 +584,8 @@ async def cmd_queue(update: Update, context: Context) -> None:
     who = requester(update)
     rows = await service(context).queue_of(who.user_id, who.chat_id if who.in_group else None)
     if not rows:
-        await reply(message, texts.queue_empty())
+        elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0
+        await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
         return
     hold = service(context).hold
     lines = [
@@ -588,10 +630,34 @@ class AlbumCollector:
         await asyncio.sleep(service(context).config.album_wait_s)
         album = self._albums.pop(key)
         messages = sorted(album.messages, key=lambda m: m.message_id)
-        if len(messages) == 1:
+        if messages[0].chat.type != ChatType.PRIVATE:
+            await _group_album(messages, context)
+        elif len(messages) == 1 and (args := _stylize_args(messages[0].caption, context)) is not None:
+            ref = image_ref(messages[0])
+            assert ref is not None
+            await _request_from(messages[0], ref, args, context)
+        elif len(messages) == 1:
             await _single_picture(messages[0], context)
-            return
-        await _album_request(messages, context)
+        else:
+            await _album_request(messages, context)
+
+
+async def _group_album(messages: list[Message], context: Context) -> None:
+    """An album in a group: the bot's business only when its caption is /stylize."""
+    captioned = next((m for m in messages if _stylize_args(m.caption, context) is not None), None)
+    if captioned is None:
+        return
+    args = _stylize_args(captioned.caption, context) or []
+    ref = image_ref(captioned)
+    if not args or ref is None:  # no style named: the picker, for the captioned picture
+        if ref is not None:
+            await _request_from(captioned, ref, args, context)
+        return
+    slug, suggestion = find_preset(" ".join(args))
+    if slug is None:
+        await reply(captioned, texts.unknown_preset(" ".join(args), suggestion))
+        return
+    await _album_in_one_style(messages, slug, context)
 
 
 async def _album_request(messages: list[Message], context: Context) -> None:
@@ -602,11 +668,17 @@ async def _album_request(messages: list[Message], context: Context) -> None:
     svc = service(context)
     first = messages[0]
     assert first.from_user is not None
-    caption = next((m.caption for m in messages if m.caption), None)
-    slug = find_preset(caption)[0] if caption else None
-    if slug is not None:
-        await _album_in_one_style(messages, slug, context)
-        return
+    captioned = next((m for m in messages if m.caption), None)
+    if captioned is not None:
+        args = _stylize_args(captioned.caption, context)
+        name = " ".join(args) if args is not None else captioned.caption or ""
+        slug, suggestion = find_preset(name)
+        if slug is not None:
+            await _album_in_one_style(messages, slug, context)
+            return
+        if suggestion:  # a misspelt style: asking beats painting one picture in the other's style
+            await reply(captioned, texts.unknown_preset(name, suggestion))
+            return
     refs = [image_ref(m) for m in messages[:2]]
     if refs[0] is None or refs[1] is None:
         await reply(first, texts.NEED_PHOTO)
@@ -626,7 +698,7 @@ async def _album_request(messages: list[Message], context: Context) -> None:
 async def _album_in_one_style(messages: list[Message], slug: str, context: Context) -> None:
     """Each picture of the album painted in ``slug``, until the per-user limit says stop."""
     svc = service(context)
-    for message in messages:
+    for index, message in enumerate(messages):
         who = sender(message)
         ref = image_ref(message)
         if ref is None:
@@ -638,7 +710,10 @@ async def _album_in_one_style(messages: list[Message], slug: str, context: Conte
             continue
         draft = new_draft(who, ref)
         if not await _submit(message, who, draft, context, preset=slug):
-            return  # told why under this picture; the later ones would hear the same
+            # Told why under this picture; the later ones would hear the same, so say it once.
+            if rest := sum(image_ref(m) is not None for m in messages[index + 1 :]):
+                await reply(message, texts.album_rest_not_started(rest))
+            return
 
 
 async def on_picture(update: Update, context: Context) -> None:
@@ -671,7 +746,7 @@ async def _single_picture(message: Message, context: Context) -> None:
         return
     if message.caption:
         slug, suggestion = find_preset(message.caption)
-        if slug is not None or suggestion is not None:
+        if slug is not None or suggestion:
             new = new_draft(who, ref)
             if slug is not None:
                 await _submit(message, who, new, context, preset=slug)
@@ -694,20 +769,42 @@ async def on_text(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None and message.text is not None
     who = requester(update)
-    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
+    svc = service(context)
+    draft = await svc.db.get_draft(who.chat_id, who.user_id)
     slug, suggestion = find_preset(message.text)
+    replied = message.reply_to_message
+    ref = image_ref(replied) if replied is not None and replied.from_user is not None else None
+    if ref is not None and replied.from_user.id == who.user_id and (slug is not None or suggestion):
+        # A style named in reply to one of the user's own photos means that photo, not the latest.
+        if slug is None:
+            await reply(message, texts.unknown_preset(message.text, suggestion))
+            return
+        try:
+            await svc.check_image(ref, "photo")
+        except RequestError as exc:
+            await reply(message, str(exc))
+            return
+        await _submit(message, who, new_draft(who, ref), context, preset=slug)
+        return
     fresh = _draft_is_fresh(draft, context)
     if fresh and draft is not None:
         if slug is not None:
             await _submit(message, who, draft, context, preset=slug)
-        elif suggestion is not None:
+        elif suggestion:
             await reply(message, texts.unknown_preset(message.text, suggestion))
         elif draft.awaiting_style:
             await reply(message, texts.WAITING_FOR_STYLE)
         else:
-            await reply(message, texts.NEED_PHOTO)
+            await reply(message, await _nudge(svc, who))
         return
-    await reply(message, texts.NEED_PHOTO_FIRST if slug is not None else texts.NEED_PHOTO)
+    await reply(message, texts.NEED_PHOTO_FIRST if slug is not None else await _nudge(svc, who))
+
+
+async def _nudge(svc: JobService, who: Requester) -> str:
+    """What to say to text that is no style name: while pictures paint, where to follow them."""
+    if await svc.db.active_jobs(who.user_id):
+        return texts.NEED_PHOTO_BUSY
+    return texts.NEED_PHOTO
 
 
 async def on_sticker(update: Update, context: Context) -> None:
@@ -761,8 +858,8 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return
     content = ImageRef(draft.content_file_id, draft.content_message_id)
-    try:
-        await svc.submit(who, content, preset=slug)
+    try:  # refused, the keyboard stays as it is: pressing it again is the way to ask again
+        await svc.submit(who, content, preset=slug, then=texts.PRESS_AGAIN)
     except RequestError as exc:
         await query.answer(_plain(str(exc)), show_alert=True)
         return
@@ -897,7 +994,7 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
         await query.answer({"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))
         return
     await svc.save_prefs(user_id, new)
-    text, keyboard = settings_view(new, svc, user_id)
+    text, keyboard = settings_view(new, svc, update)
     await query.answer("Saved.")
     try:
         await query.edit_message_text(text, reply_markup=keyboard)
@@ -980,6 +1077,7 @@ def register(app: Application) -> None:
             filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & filters.REPLY & IMAGE, on_group_style_reply
         )
     )
+    app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & IMAGE, on_group_album_part))
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
     app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))

@@ -387,12 +387,15 @@ class JobService:
         preset: str | None = None,
         style: ImageRef | None = None,
         settings: StyleSettings | None = None,
-        then: str = texts.RESEND_STYLE,
+        then: str | None = None,
     ) -> JobRow:
         """Queue a complete request: limits, job row, status message, then the executor.
 
-        ``then`` tells the user how to ask again if the per-user limit refuses it.
+        ``then`` tells the user how to ask again if a limit refuses it; by default,
+        send the style again (in a private chat) or /stylize again (in a group).
         """
+        if then is None:
+            then = texts.RESEND_IN_GROUP if who.in_group else texts.RESEND_STYLE
         if (preset is None) == (style is None):
             raise ValueError("a request has either a preset or a style image")
         if preset is not None:
@@ -407,11 +410,13 @@ class JobService:
             if same_inputs and StyleSettings.from_dict(job.settings) == settings:
                 raise RequestError(texts.ALREADY_IN_THE_WORKS)
         if len(active) >= self.config.max_jobs_per_user:
-            raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user, then))
+            # In a group, pictures asked for elsewhere are out of reach of this chat's /cancel.
+            elsewhere = sum(job.chat_id != who.chat_id for job in active) if who.in_group else 0
+            raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user, then, elsewhere=elsewhere))
         in_queue = await self.db.count_active()
         if in_queue >= self.config.max_queue:
             held = self.executor.hold is Hold.NO_WORKER
-            raise RequestError(texts.busy(None if held else await self._time_to_room(in_queue)))
+            raise RequestError(texts.busy(None if held else await self._time_to_room(in_queue), then))
         row = JobRow(
             id=uuid.uuid4().hex[:16],
             user_id=who.user_id,
@@ -534,6 +539,10 @@ class JobService:
             # A queued job is gone at once; a running one stops within a step and confirms.
             await self._cancelled(job_id)
         return True
+
+    async def active_elsewhere(self, user_id: int, chat_id: int) -> int:
+        """How many of the user's pictures are in the works in chats other than ``chat_id``."""
+        return sum(job.chat_id != chat_id for job in await self.db.active_jobs(user_id))
 
     async def cancel_all(self, user_id: int, chat_id: int | None = None) -> int:
         jobs = await self.db.active_jobs(user_id, chat_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 
 from nst_core import presets
 from nst_core.executor import Hold
@@ -53,7 +54,23 @@ def start(first_name: str, *, in_group: bool = False) -> str:
     )
 
 
-def help_text(bot_username: str) -> str:
+def help_text(bot_username: str, *, in_group: bool = False) -> str:
+    """In a group the group's way comes first: plain photos and style names are ignored there."""
+    group = (
+        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code> "
+        "(or just /stylize, then reply to my message with a picture for your own style). "
+        "An album captioned <code>/stylize starry-night</code> paints every picture in it.\n"
+    )
+    if in_group:
+        return (
+            "<b>Here in the group</b>\n"
+            + group.removeprefix("<b>In groups</b>: ").capitalize()
+            + "Your settings are yours, the same here and in private: /settings, "
+            "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
+            "/queue — your pictures in the works here · /cancel — stop them\n"
+            f"In a private chat with me (@{esc(bot_username)}) you can also just send photos.\n\n"
+            "Styles:\n" + preset_lines()
+        )
     return (
         "<b>How it works</b>\n"
         "Send a photo, then pick a style (or send a picture to copy the style from). "
@@ -66,9 +83,8 @@ def help_text(bot_username: str) -> str:
         "/settings — strength, size, quality, colours\n"
         "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
         "/queue — your pictures in the works · /cancel — stop them\n\n"
-        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code> "
-        "(or just /stylize, then reply to my message with a picture for your own style).\n"
-        f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
+        + group
+        + f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
         "Styles:\n" + preset_lines()
     )
 
@@ -92,7 +108,7 @@ COMMANDS: list[tuple[str, str]] = [
 # --- the conversation -------------------------------------------------------------------------
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
 YOUR_PICTURE = "your picture"
-PROMPT_REPLACED = "A newer photo took this one's place."
+PROMPT_REPLACED = "Closed: a newer request of yours took this one's place."
 STYLE_ALREADY_CHOSEN = (
     "You already picked a style for this photo. For another one as well, "
     "use 🎨 Another style under the result, or send the photo again."
@@ -107,6 +123,7 @@ PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
 PICK_STYLE_GROUP = "Pick a style — or reply to this message with a picture to copy the style from."
 NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
+NEED_PHOTO_BUSY = "Your pictures are in the works: /queue says how far along they are. Send another photo any time. 📷"
 WAITING_FOR_STYLE = (
     "I have your photo and I'm waiting for a style: tap one of the buttons above, "
     "type a style name like <code>starry-night</code>, or send a picture to copy the style from."
@@ -120,6 +137,14 @@ ALBUM_TOO_BIG = (
     "To paint every picture in it, send the album again with a style's name as its caption, "
     "e.g. <code>starry-night</code>."
 )
+
+
+def album_rest_not_started(n: int) -> str:
+    if n == 1:
+        return "The album's last picture wasn't started either: send it again later."
+    return f"The album's {n} pictures after this one weren't started either: send them again later."
+
+
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
 NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."
@@ -127,8 +152,9 @@ NOT_ALLOWED = "Sorry, this bot is private."
 ADMIN_ONLY = "That command is for the bot's admins."
 
 
-def unknown_preset(name: str, suggestion: str | None) -> str:
-    hint = f" Did you mean <code>{esc(suggestion)}</code>?" if suggestion else ""
+def unknown_preset(name: str, suggestions: Sequence[str] = ()) -> str:
+    names = " or ".join(f"<code>{esc(slug)}</code>" for slug in suggestions)
+    hint = f" Did you mean {names}?" if names else ""
     return f"I don't know a style called “{esc(name)}”.{hint} See /styles for the list."
 
 
@@ -224,24 +250,40 @@ def failed(reason: str) -> str:
 
 
 #: How to ask again after a refusal, for a request that came from a photo and a style...
-RESEND_STYLE = "I've kept this photo: once one is done, send the style (or its name) again."
+RESEND_STYLE = "I've kept this photo: then just send the style (or its name) again."
+#: ...in a group, where a typed style name is not the bot's business...
+RESEND_IN_GROUP = "Then reply to the photo with /stylize and the style's name again."
 #: ...or from a button under a result (sending the style again would lose the button's setting).
-PRESS_AGAIN = "Once one is done, press the button again."
+PRESS_AGAIN = "Then press the button again."
 ALREADY_IN_THE_WORKS = (
     "That one is already in the works: the same photo, style and settings. It comes as soon as it's done."
 )
 
 
-def too_many_jobs(limit: int, then: str = RESEND_STYLE) -> str:
-    noun = "picture" if limit == 1 else "pictures"
-    return f"You already have {limit} {noun} in the works. Wait for one to finish, or /cancel.\n{then}"
+def _pictures(n: int) -> str:
+    return f"{n} picture{'s' if n != 1 else ''}"
 
 
-def busy(wait_s: float | None) -> str:
+#: Where a user's pictures in other chats can be seen and stopped: /queue and /cancel in
+#: a group cover that group only, in a private chat they cover every chat.
+ALL_CHATS = "/queue and /cancel in a private chat with me cover them all."
+
+
+def too_many_jobs(limit: int, then: str = RESEND_STYLE, *, elsewhere: int = 0) -> str:
+    """``elsewhere``: how many of them are in other chats, where this chat's /cancel cannot reach."""
+    if elsewhere >= limit:
+        return (
+            f"You already have {_pictures(limit)} in the works in another chat. "
+            f"Wait for one to finish; {ALL_CHATS}\n{then}"
+        )
+    return f"You already have {_pictures(limit)} in the works. Wait for one to finish, or /cancel.\n{then}"
+
+
+def busy(wait_s: float | None, then: str = RESEND_STYLE) -> str:
     """``None``: no painter is online, so no time can be promised."""
     when = "later" if wait_s is None else f"in about {minutes(max(wait_s, 60.0))}"
     why = "My queue is full and no painter is online right now." if wait_s is None else "I'm very busy right now."
-    return f"{why} 🙏 Please try again {when}.\nI've kept this photo: then just send the style (or its name) again."
+    return f"{why} 🙏 Please try again {when}.\n{then}"
 
 
 def style_name(preset_slug: str | None) -> str:
@@ -261,13 +303,24 @@ def result_caption(
     return f"{who}🖼 {esc(style)} · strength {strength} · {width}×{height}{took}"
 
 
-def cancelled_jobs(n: int) -> str:
+def _elsewhere(n: int) -> str:
+    return f"{_pictures(n)} of yours {'is' if n == 1 else 'are'} in the works in another chat: {ALL_CHATS}"
+
+
+def cancelled_jobs(n: int, *, elsewhere: int = 0) -> str:
+    """``elsewhere``: the user's pictures in other chats, which a group's /cancel leaves alone."""
     if n == 0:
+        if elsewhere:
+            return f"You have nothing in the works here. {_elsewhere(elsewhere)}"
         return "You have nothing in the works to cancel."
-    return f"Cancelled {n} picture{'s' if n != 1 else ''}. ✋"
+    return f"Cancelled {_pictures(n)}. ✋"
 
 
-def queue_empty() -> str:
+def queue_empty(*, in_group: bool = False, elsewhere: int = 0) -> str:
+    if elsewhere:
+        return f"You have nothing in the works here. {_elsewhere(elsewhere)}"
+    if in_group:  # plain photos in a group are ignored: say what does work here
+        return "You have nothing in the works here. Reply to a photo with /stylize to paint it."
     return "You have nothing in the works. Send me a photo! 📷"
 
 
@@ -297,9 +350,20 @@ ANOTHER_STYLE = "Pick another style for this photo:"
 # --- settings ---------------------------------------------------------------------------------
 
 
-def settings_text(strength: int, size_name: str, size_px: int, quality: str, colors: bool, price_line: str = "") -> str:
+def settings_text(
+    strength: int,
+    size_name: str,
+    size_px: int,
+    quality: str,
+    colors: bool,
+    price_line: str = "",
+    owner: str | None = None,
+) -> str:
+    """``owner``: in a group, whose panel this is (everyone sees it; one person's settings
+    follow them into every chat)."""
+    title = f"<b>{esc(owner)}'s settings</b> (the same in every chat)" if owner else "<b>Your settings</b>"
     text = (
-        "<b>Your settings</b>\n"
+        f"{title}\n"
         f"Strength: {strength} (1–10)\n"
         f"Size: {size_name} ({size_px} px long side)\n"
         f"Quality: {quality}\n"

@@ -14,6 +14,7 @@ from bot_helpers import (
     msg_id,
     param,
     reply_to,
+    settle,
     text_of,
     wait_photo,
     wait_text,
@@ -79,6 +80,60 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
     tg.send_text(group, alice, "/styles")
     (hint,) = await wait_text(tg, group["id"], "one of these names")
     assert "<code>/stylize starry-night</code>" in text_of(hint) and "caption" not in text_of(hint)
+
+    # And /help, which began with the private chat's photo-then-button way.
+    tg.send_text(group, alice, "/help")
+    (help_,) = await wait_text(tg, group["id"], "Here in the group")
+    assert text_of(help_).index("/stylize starry-night") < 120 and "Send a photo, then" not in text_of(help_)
+
+
+async def test_an_album_captioned_stylize_in_a_group_paints_each_picture(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """Only the captioned picture was painted; the rest of the album got no answer at all."""
+    group = tg.group_chat()
+    photos = [
+        tg.send_photo(group, alice, image_bytes(seed=seed), media_group_id="g-album", caption=caption)
+        for seed, caption in ((1, "/stylize great-wave"), (2, None), (3, None))
+    ]
+    # Two at most in the works (the default limit): the third is refused, with the group's way to ask again.
+    (limit,) = await wait_text(tg, group["id"], "in the works")
+    assert reply_to(limit) == msg_id(photos[2])
+    assert "reply to the photo with /stylize" in text_of(limit) and "send the style" not in text_of(limit)
+    results = await wait_photo(tg, group["id"], count=2)
+    assert all("Great Wave" in text_of(r) for r in results)
+    assert {reply_to(r) for r in results} == {msg_id(photos[0]), msg_id(photos[1])}
+
+    # An album without /stylize is the group's own business.
+    tg.send_photo(group, alice, image_bytes(seed=4), media_group_id="g-album-2", caption="holiday")
+    tg.send_photo(group, alice, image_bytes(seed=5), media_group_id="g-album-2")
+    await settle(1.5)
+    assert len(tg.calls("sendMessage", group["id"])) == 3  # the two statuses and the refusal above
+
+
+async def test_pictures_in_the_works_in_another_chat_are_pointed_to_from_a_group(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """The limit counts every chat, but a group's /queue and /cancel see that group only: the
+    refusal said "/cancel", and /cancel then said there was nothing to cancel."""
+    runner.overrides.update(max_jobs_per_user=1)
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(400,)))
+    private, group = tg.private_chat(alice), tg.group_chat()
+    tg.send_photo(private, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, private["id"], "Painting…", method="editMessageText")
+
+    tg.send_photo(group, alice, image_bytes(seed=2), caption="/stylize the-scream")
+    (refused,) = await wait_text(tg, group["id"], "in the works")
+    assert "in another chat" in text_of(refused) and "private chat with me" in text_of(refused)
+    assert "reply to the photo with /stylize" in text_of(refused)
+    tg.send_text(group, alice, "/queue")
+    (queue,) = await wait_text(tg, group["id"], "nothing in the works here")
+    assert "1 picture of yours is in the works in another chat" in text_of(queue)
+    tg.send_text(group, alice, "/cancel")
+    *_, cancel = await wait_text(tg, group["id"], "nothing in the works here", count=2)
+    assert "another chat" in text_of(cancel)
+    tg.send_text(private, alice, "/cancel")
+    await wait_text(tg, private["id"], "Cancelled 1 picture")
 
 
 async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict) -> None:

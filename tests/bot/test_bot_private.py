@@ -23,6 +23,7 @@ from bot_helpers import (
     reply_to,
     settle,
     text_of,
+    texts_to,
     wait_photo,
     wait_text,
     wait_until,
@@ -141,7 +142,7 @@ async def test_a_newer_photo_closes_the_older_ones_style_buttons(tg: FakeTelegra
     second, data = find_button(tg, chat["id"], "p:starry-night:")
     assert second["message_id"] != first["message_id"]
     closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == first["message_id"])
-    assert "newer photo" in closed["text"] and "reply_markup" not in closed
+    assert "newer request" in closed["text"] and "reply_markup" not in closed
     tg.press_button(second, alice, data)
     (result,) = await wait_photo(tg, chat["id"])
     assert "The Starry Night" in text_of(result)
@@ -175,14 +176,55 @@ async def test_an_album_captioned_with_a_style_paints_each_picture_in_it(
     chat = tg.private_chat(alice)
     photos = [
         tg.send_photo(chat, alice, image_bytes(seed=seed), media_group_id="album-2", caption=caption)
-        for seed, caption in ((1, "starry-night"), (2, None), (3, None))
+        for seed, caption in ((1, "starry-night"), (2, None), (3, None), (4, None))
     ]
-    # Two at most in the works (the default limit): the third is refused, and says why.
+    # Two at most in the works (the default limit): the third is refused, and says why; the
+    # fourth went unmentioned, never painted.
     (limit,) = await wait_text(tg, chat["id"], "in the works")
     assert reply_to(limit) == msg_id(photos[2])
+    (rest,) = await wait_text(tg, chat["id"], "last picture wasn't started either")
+    assert reply_to(rest) == msg_id(photos[2])
     results = await wait_photo(tg, chat["id"], count=2)
     assert all("The Starry Night" in text_of(r) for r in results)
     assert {reply_to(r) for r in results} == {msg_id(photos[0]), msg_id(photos[1])}
+
+
+async def test_an_album_captioned_with_a_misspelt_style_asks_which(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """The caption was ignored and the second picture silently became the style."""
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), media_group_id="album-x", caption="stary nite")
+    tg.send_photo(chat, alice, image_bytes(seed=2), media_group_id="album-x")
+    (ask,) = await wait_text(tg, chat["id"], "I don't know a style called")
+    assert "<code>starry-night</code>" in text_of(ask)
+    await settle(1.0)
+    assert not any("queue" in t for t in texts_to(tg, chat["id"]))
+
+
+async def test_a_style_named_for_a_particular_photo_paints_that_photo(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """A captioned photo left the older photo's buttons open, and a style name sent as a
+    reply to an older photo painted the latest one instead."""
+    chat = tg.private_chat(alice)
+    older = tg.send_photo(chat, alice, image_bytes(seed=1))
+    await wait_text(tg, chat["id"], "pick a style")
+    picker, _ = find_button(tg, chat["id"], "p:")
+    newer = tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
+    (first,) = await wait_photo(tg, chat["id"])
+    assert reply_to(first) == msg_id(newer)
+    closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == picker["message_id"])
+    assert "newer request" in closed["text"] and "reply_markup" not in closed
+
+    tg.send_text(chat, alice, "starry night", reply_to=older["message"])
+    _, second = await wait_photo(tg, chat["id"], count=2)
+    assert reply_to(second) == msg_id(older) and "The Starry Night" in text_of(second)
+
+    # A name that fits two paintings offers both.
+    tg.send_text(chat, alice, "van gogh", reply_to=older["message"])
+    (both,) = await wait_text(tg, chat["id"], "Did you mean")
+    assert "<code>starry-night</code> or <code>" in text_of(both)
 
 
 async def test_image_file_for_full_quality(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:

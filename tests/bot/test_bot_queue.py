@@ -51,6 +51,10 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
     (queue,) = await wait_text(tg, chat["id"], "Your pictures")
     assert "The Starry Night — painting now" in text_of(queue)
     assert "Great Wave — next in the queue" in text_of(queue)  # as its status message says
+    # A question while they paint got "I need a photo to paint".
+    tg.send_text(chat, alice, "how long will it take?")
+    (nudge,) = await wait_text(tg, chat["id"], "/queue says how far along")
+    assert "I need a photo" not in text_of(nudge)
 
     started = time.monotonic()
     tg.send_text(chat, alice, "/cancel")

@@ -88,14 +88,14 @@ async def test_in_a_group_only_the_owner_can_use_a_settings_panel(
 ) -> None:
     group = tg.group_chat()
     tg.send_text(group, alice, "/settings")
-    await wait_text(tg, group["id"], "Your settings")
+    await wait_text(tg, group["id"], "Alice's settings")  # the panel is public: it says whose it is
     message, data = find_button(tg, group["id"], "s:str:+1")
     tg.press_button(message, bob, data)
     await wait_until(lambda: any("someone else's settings" in a for a in answers(tg)), what="the refusal")
     await settle(0.5)
     assert not tg.calls("editMessageText"), "Alice's panel must not change"
     tg.send_text(group, bob, "/settings")
-    *_, bobs = await wait_text(tg, group["id"], "Your settings", count=2)
+    (bobs,) = await wait_text(tg, group["id"], "Bob's settings")
     assert "Strength: 5" in text_of(bobs), "Bob's own settings must not change either"
 
 
