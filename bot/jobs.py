@@ -702,15 +702,17 @@ class JobService:
                     return
                 data = await asyncio.to_thread(Path(job.result_path).read_bytes)
                 caption = self.caption_for(job, mention=job.chat_type != "private")
+                as_photo = fits_a_photo(*_image_size(job.result_path), len(data))
+                send = self.bot.send_photo if as_photo else self.bot.send_document
                 try:
                     msg = await self._send_with_retries(
-                        lambda: self.bot.send_photo(
+                        lambda: send(
                             job.chat_id,
                             data,
                             caption=caption,
                             reply_parameters=self._reply_to(job.content_message_id),
                             reply_markup=self.result_markup(job),
-                            filename=f"{job.id}.jpg",
+                            filename=f"{job.id}.jpg" if as_photo else self._file_name(job),
                         ),
                         job_id,
                     )
@@ -782,6 +784,11 @@ class JobService:
 
         self._timer(later())
 
+    @staticmethod
+    def _file_name(job: JobRow) -> str:
+        """What a result sent as a file is saved as on the user's device."""
+        return f"{job.style_preset or 'own-style'}-{job.id[:8]}.jpg"
+
     async def send_full_size(self, job: JobRow, reply_to: int | None) -> bool:
         """The result as an uncompressed document (re-sent by file id after the first time)."""
         if job.document_file_id:
@@ -793,7 +800,7 @@ class JobService:
         msg = await self.bot.send_document(
             job.chat_id,
             document,
-            filename=f"{job.style_preset or 'own-style'}-{job.id[:8]}.jpg",  # what the download is saved as
+            filename=self._file_name(job),
             reply_parameters=self._reply_to(reply_to),
             disable_content_type_detection=True,
         )
@@ -907,6 +914,14 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
                 return img.size
     except Exception:  # open_image gives the proper message for anything unreadable
         return None
+
+
+def fits_a_photo(width: int, height: int, size_bytes: int) -> bool:
+    """Whether Telegram takes this picture as a photo (the Bot API's sendPhoto limits: 10 MB,
+    width + height at most 10000, sides at most 20:1).  A picture painted from a long, thin
+    photo can be thinner than that (its short side is raised to what the network needs), and
+    a photo Telegram refuses fails the job after all the painting: such a picture goes as a file."""
+    return size_bytes <= 10 * 2**20 and 0 < width + height <= 10000 and max(width, height) <= 20 * min(width, height)
 
 
 def _image_size(path: str | None) -> tuple[int, int]:

@@ -68,6 +68,12 @@ async def test_long_thin_photos_are_painted_and_the_thinnest_refused_at_once(
     (result,) = await wait_photo(tg, chat["id"], timeout=60)
     assert reply_to(result) == msg_id(banner) and "533×32" in text_of(result)  # tall enough for the painter
 
+    # Thinner than 20:1 once painted, which Telegram refuses as a photo: it comes as a file.
+    ribbon = tg.send_photo(chat, alice, image_bytes(2000, 60), caption="great-wave")
+    (sent,) = await tg.wait_for("sendDocument", lambda r: reply_to(r) == msg_id(ribbon), timeout=60)
+    assert "Great Wave" in text_of(sent) and "1067×32" in text_of(sent)
+    assert sent.filenames["document"].startswith("great-wave-")
+
     data = image_bytes(5000, 20, fmt="PNG")
     strip = tg.send_document(chat, alice, data, file_name="strip.png", mime_type="image/png", caption="great-wave")
     (refused,) = await wait_text(tg, chat["id"], "too long and thin")

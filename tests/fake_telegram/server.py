@@ -522,6 +522,10 @@ class FakeTelegram:
             return self._bot_message(chat_id, params, text=params["text"])
         if method == "sendPhoto":
             file_id, data = self._upload(params, files, "photo")
+            w, h = _image_size(data)
+            # The Bot API's limits on a photo (sendPhoto): 10 MB, width + height <= 10000, ratio <= 20.
+            if len(data) > 10 * 2**20 or w + h > 10000 or max(w, h) > 20 * min(w, h):
+                raise ApiError(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
             fields: dict[str, Any] = {"photo": self._photo_sizes(file_id, data)}
             if params.get("caption"):
                 fields["caption"] = params["caption"]
