@@ -128,14 +128,17 @@ def use_cuda_graphs(device: str) -> bool:
     return device.startswith("cuda") and os.environ.get("NST_CUDA_GRAPHS", "1").strip() != "0"
 
 
-def describe_device(device: str) -> str:
+def describe_device(device: str, threads: int | None = None) -> str:
     """Where jobs run, and whether in bfloat16: derived afresh each time, so it follows
-    ``compute_dtype`` (itself cached) and never outlives an ``NST_CPU_BF16`` change."""
+    ``compute_dtype`` (itself cached) and never outlives an ``NST_CPU_BF16`` change.
+
+    ``threads``: the CPU threads the painter is given, when it sets them itself; torch's
+    count here is only right after the painter's thread has applied them."""
     precision = ", bfloat16 convolutions" if compute_dtype(device) == torch.bfloat16 else ""
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))}{precision})"
     if device == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads{precision})"
+        return f"cpu ({threads or torch.get_num_threads()} threads{precision})"
     return device
 
 

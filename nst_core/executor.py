@@ -333,7 +333,7 @@ class LocalExecutor(Executor):
 
         if self._resolved_device is None:
             self._resolved_device = pick_device(self._device_arg)
-        return describe_device(self._resolved_device)
+        return describe_device(self._resolved_device, self._threads)
 
     def max_size(self) -> int | None:
         from nst_core.device import max_size, pick_device

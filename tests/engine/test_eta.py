@@ -214,3 +214,12 @@ async def test_what_a_picture_costs_is_told_only_once_the_device_is_timed() -> N
 
 async def _ignore(event: JobEvent) -> None:
     pass
+
+
+def test_the_device_line_counts_the_threads_the_painter_is_given() -> None:
+    """NST_TORCH_THREADS=1 logged "painting on cpu (2 threads)": torch's count before the
+    painter's thread had applied the setting."""
+    import torch
+
+    threads = torch.get_num_threads() + 1
+    assert f"cpu ({threads} threads" in LocalExecutor("cpu", threads=threads).device
