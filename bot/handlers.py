@@ -897,7 +897,7 @@ async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
     if await service(context).cancel(job_id):
         await query.answer("Cancelling…")
     else:
-        await query.answer("That picture is already finished.", show_alert=True)
+        await query.answer(texts.not_cancellable(job.status), show_alert=True)
 
 
 async def _cb_strength(update: Update, context: Context, job_id: str, delta: int) -> None:
@@ -961,9 +961,12 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
     job = await _own_job(update, job_id, context)
     if job is None:
         return
+    if not service(context).has_full_size(job):  # said before "Sending…", not after it
+        await query.answer(texts.RESULT_GONE, show_alert=True)
+        return
     await query.answer(texts.SENDING_FULL)
     if not await service(context).send_full_size(job, query.message.message_id):
-        await context.bot.send_message(job.chat_id, texts.RESULT_GONE)
+        await query.message.reply_text(texts.RESULT_GONE)  # removed in between
 
 
 async def _cb_settings(update: Update, context: Context, rest: str) -> None:

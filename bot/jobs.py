@@ -51,6 +51,7 @@ from nst_core.executor import (
     JobQueued,
     JobStarted,
     StyleRef,
+    is_time_limit,
 )
 from nst_core.images import HeicNotSupported, ImageError, open_image
 from nst_core.schedule import paint_size
@@ -630,7 +631,7 @@ class JobService:
         )
         if changed:
             log.info("job %s failed: %s", job_id, reason)
-            self.spawn(self._close_status(job_id, texts.failed(reason)))
+            self.spawn(self._close_status(job_id, texts.failed(reason, too_slow=is_time_limit(reason))))
 
     async def _cancelled(self, job_id: str) -> None:
         self._cancel_requested.discard(job_id)
@@ -788,6 +789,11 @@ class JobService:
     def _file_name(job: JobRow) -> str:
         """What a result sent as a file is saved as on the user's device."""
         return f"{job.style_preset or 'own-style'}-{job.id[:8]}.jpg"
+
+    @staticmethod
+    def has_full_size(job: JobRow) -> bool:
+        """Whether the full-size file can still be sent (results are kept NST_KEEP_RESULTS_DAYS)."""
+        return bool(job.document_file_id) or bool(job.result_path and Path(job.result_path).is_file())
 
     async def send_full_size(self, job: JobRow, reply_to: int | None) -> bool:
         """The result as an uncompressed document (re-sent by file id after the first time)."""

@@ -243,7 +243,13 @@ CANCELLED = "Cancelled. ✋"
 USER_BLOCKED = "user blocked the bot"
 
 
-def failed(reason: str) -> str:
+def failed(reason: str, *, too_slow: bool = False) -> str:
+    """``too_slow``: the time limit stopped it, and the same settings would only fail again."""
+    if too_slow:
+        return (
+            f"😞 Sorry, I couldn't paint this one: {esc(reason)}.\n"
+            "A smaller /size or a faster /quality paints quicker: change one, then ask again."
+        )
     return (
         f"😞 Sorry, I couldn't paint this one: {esc(reason)}.\nYour settings and other pictures are fine — try again?"
     )
@@ -344,6 +350,17 @@ STRONGEST = "That's already the strongest setting."
 WEAKEST = "That's already the weakest setting."
 NO_CHANGE = "No change."
 RESULT_GONE = "Sorry, that result is no longer on the server."
+
+
+def not_cancellable(status: str) -> str:
+    """A Cancel pressed on a picture that had already ended, one way or another."""
+    if status == "cancelled":
+        return "That picture was already cancelled."
+    if status == "failed":
+        return "That picture had already stopped."
+    return "That picture is already finished."
+
+
 SENDING_FULL = "Sending the full-size file…"
 ANOTHER_STYLE = "Pick another style for this photo:"
 

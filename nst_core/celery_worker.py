@@ -53,7 +53,7 @@ from nst_core.celery_store import (
     redis_url,
     refuses_writes,
 )
-from nst_core.executor import DurationModel
+from nst_core.executor import DurationModel, time_limit_reason
 from nst_core.schedule import StepCost, blend_eta, plan_for
 
 log = logging.getLogger("nst_core.worker")
@@ -335,7 +335,7 @@ class WorkerRuntime:
             )
         except JobCancelledError:
             if deadline is not None and time.monotonic() >= deadline:
-                finish = ["failed", f"it took longer than the {timeout_s:.0f} s limit", "0"]
+                finish = ["failed", time_limit_reason(timeout_s), "0"]
             else:
                 finish = ["cancelled"]
         except _InputsGone:

@@ -121,6 +121,17 @@ class JobFailed:
     retryable: bool = False
 
 
+def time_limit_reason(limit_s: float) -> str:
+    """The ``JobFailed.reason`` of a job stopped by its time limit, wherever it ran."""
+    return f"it took longer than the {limit_s:.0f} s limit"
+
+
+def is_time_limit(reason: str) -> bool:
+    """Whether a failure was the time limit: unlike other failures, a smaller or faster
+    picture is then the way to succeed, which the user should be told."""
+    return reason.startswith("it took longer than the ") and reason.endswith(" s limit")
+
+
 @dataclass(frozen=True)
 class JobCancelled:
     job_id: str
@@ -535,7 +546,7 @@ class LocalExecutor(Executor):
             cancel.set()
             with contextlib.suppress(Exception):
                 await future
-            await self._emit(JobFailed(job.id, f"it took longer than the {self._timeout_s:.0f} s limit"))
+            await self._emit(JobFailed(job.id, time_limit_reason(self._timeout_s)))
             return
         except Exception:  # the engine could not even be loaded
             log.exception("job %s could not run", job.id)

@@ -13,6 +13,7 @@ import pytest
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
+    answers,
     button_data,
     chat_of,
     find_button,
@@ -115,6 +116,17 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     assert doc.files and next(iter(doc.files.values()))[:2] == b"\xff\xd8"  # the JPEG itself, uncompressed
     (name,) = doc.filenames.values()
     assert re.fullmatch(r"great-wave-[0-9a-f]{8}\.jpg", name), name  # saved under the painting's name
+
+    # Once the file is gone (old results are removed), the button says so, and says only that:
+    # it answered "Sending the full-size file…" and then that the result was gone.
+    kiss_msg = next(m for m in tg.messages(chat["id"]) if "The Kiss" in m.get("caption", ""))
+    full = button_data(results[3])["📄 Full size"]
+    for path in (bot.data_dir / "results").glob(f"{full.split(':')[1]}.*"):
+        path.unlink()
+    tg.press_button(kiss_msg, alice, full)
+    await tg.wait_for("answerCallbackQuery", lambda r: "no longer on the server" in text_of(r))
+    await settle(0.3)
+    assert len(tg.calls("sendDocument")) == 1 and not any("Sending" in a for a in answers(tg)[-1:])
 
 
 async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:

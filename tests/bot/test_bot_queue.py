@@ -78,9 +78,9 @@ async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: Bot
     message, data = find_button(tg, chat["id"], "x:")
     tg.press_button(message, alice, data)
     await wait_text(tg, chat["id"], "Cancelled.", method="editMessageText")
-    # Pressing it again, on a finished job, is answered, not ignored.
+    # Pressing it again, on a cancelled job, is answered, not ignored (it said "already finished").
     tg.press_button(message, alice, data)
-    await tg.wait_for("answerCallbackQuery", lambda r: "already finished" in text_of(r))
+    await tg.wait_for("answerCallbackQuery", lambda r: "already cancelled" in text_of(r))
 
 
 async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict) -> None:
@@ -142,6 +142,7 @@ async def test_job_timeout_is_reported(tg: FakeTelegram, runner: BotRunner, alic
     tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
     (failed,) = await wait_text(tg, chat["id"], "couldn't paint this one", method="editMessageText", timeout=30)
     assert "longer than the 1 s limit" in text_of(failed)
+    assert "A smaller /size or a faster /quality" in text_of(failed) and "settings" not in text_of(failed)
     tg.send_text(chat, alice, "/queue")
     await wait_text(tg, chat["id"], "nothing in the works")
 
