@@ -29,12 +29,13 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.constants import ChatType
+from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
     CallbackQueryHandler,
+    ChatMemberHandler,
     CommandHandler,
     ContextTypes,
     InlineQueryHandler,
@@ -566,6 +567,19 @@ async def cmd_reset(update: Update, context: Context) -> None:
     await reply(message, f"{texts.RESET_DONE}\n\n{text}", reply_markup=keyboard)
 
 
+async def on_my_membership(update: Update, context: Context) -> None:
+    """Added to a group: say hello there, with the group's way of asking (nobody would guess it)."""
+    change = update.my_chat_member
+    if change is None or change.chat.type == ChatType.PRIVATE:
+        return
+    present = {ChatMemberStatus.MEMBER, ChatMemberStatus.ADMINISTRATOR}
+    if change.new_chat_member.status in present and change.old_chat_member.status not in present:
+        try:
+            await context.bot.send_message(change.chat.id, texts.start(change.from_user.first_name, in_group=True))
+        except TelegramError as exc:  # a group where it may not post: nothing to say it with
+            log.info("could not greet chat %s: %s", change.chat.id, exc)
+
+
 # --- jobs -----------------------------------------------------------------------------------------
 async def cmd_cancel(update: Update, context: Context) -> None:
     message = update.effective_message
@@ -1086,6 +1100,7 @@ def register(app: Application) -> None:
     app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT, on_text))
     app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL & ~filters.UpdateType.EDITED_MESSAGE, on_other))
+    app.add_handler(ChatMemberHandler(on_my_membership, ChatMemberHandler.MY_CHAT_MEMBER))
     app.add_handler(CallbackQueryHandler(on_callback))
     app.add_handler(InlineQueryHandler(on_inline))
     app.add_error_handler(on_error)

@@ -650,11 +650,15 @@ class JobService:
         await status.finish(text)
 
     async def user_blocked(self, job_id: str) -> None:
-        """The user blocked the bot: drop the job (and stop painting it); nobody is left to tell."""
+        """The user blocked the bot, or it was removed from the group: drop the job (and stop
+        painting it); there is nowhere left to tell anyone."""
         job = await self.db.get_job(job_id)
         if job is None:
             return
-        log.warning("user %s blocked the bot; dropping job %s", job.user_id, job_id)
+        if job.chat_type == "private":
+            log.warning("user %s blocked the bot; dropping job %s", job.user_id, job_id)
+        else:
+            log.warning("the bot may no longer post in chat %s (removed?); dropping job %s", job.chat_id, job_id)
         self._dropped.add(job_id)
         if job.status in ACTIVE:
             await self.db.update_job(

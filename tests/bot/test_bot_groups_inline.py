@@ -221,3 +221,15 @@ async def test_status_edits_in_a_group_are_paced_together(
     await wait_photo(tg, chat["id"], timeout=60)
     private = [r.at for r in tg.calls("editMessageText") if chat_of(r) == chat["id"]]
     assert min(b - a for a, b in itertools.pairwise(private)) < 0.5
+
+
+async def test_added_to_a_group_it_says_how_to_use_it_there(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """Added to a group, it said nothing, and plain photos there are ignored: nobody would guess /stylize."""
+    group = tg.group_chat()
+    tg.bot_membership(group, alice)
+    (hello,) = await wait_text(tg, group["id"], "Hi Alice")
+    assert "reply to a photo with <code>/stylize starry-night</code>" in text_of(hello)
+    tg.bot_membership(group, alice, old="member", new="administrator")  # promoted: no second hello
+    tg.bot_membership(group, alice, old="administrator", new="left")
+    await settle(0.5)
+    assert len(tg.calls("sendMessage", group["id"])) == 1

@@ -225,6 +225,25 @@ class FakeTelegram:
             return [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
         return []
 
+    def bot_membership(self, chat: dict, user: dict, old: str = "left", new: str = "member") -> dict:
+        """``user`` adds the bot to ``chat`` (or, with other statuses, removes it): a my_chat_member update."""
+        change = {
+            "chat": chat,
+            "from": user,
+            "date": int(time.time()),
+            "old_chat_member": self._member(old),
+            "new_chat_member": self._member(new),
+        }
+        return self._push({"my_chat_member": change})
+
+    def _member(self, status: str) -> dict:
+        member: dict[str, Any] = {"status": status, "user": self.bot_user}
+        if status == "administrator":  # the Bot API sends every right, granted or not
+            rights = ("manage_chat", "delete_messages", "manage_video_chats", "restrict_members", "promote_members")
+            rights += ("change_info", "invite_users", "post_stories", "edit_stories", "delete_stories", "be_edited")
+            member.update({f"can_{right}": False for right in rights}, is_anonymous=False)
+        return member
+
     def send_text(self, chat: dict, user: dict, text: str, *, reply_to: dict | None = None) -> dict:
         fields: dict[str, Any] = {"text": text}
         if entities := self._command_entities(text):
