@@ -283,10 +283,19 @@ async def on_group_style_reply(update: Update, context: Context) -> None:
     if target is None or target.from_user is None or target.from_user.id != context.bot.id:
         return
     who = requester(update)
+    owner = _picker_owner(target)
+    if owner is None:
+        return  # a reply to some other message of the bot's: the group's own business
+    if owner != who.user_id:  # it painted the replier's own waiting photo, or nothing, silently
+        await reply(message, texts.NOT_YOUR_PROMPT)
+        return
     svc = service(context)
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     ref = image_ref(message)
-    if ref is None or draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
+    if ref is None:
+        return
+    if draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
+        await reply(message, texts.PROMPT_CLOSED)
         return
     try:
         await svc.check_image(ref, "style image")
@@ -294,6 +303,17 @@ async def on_group_style_reply(update: Update, context: Context) -> None:
         await reply(message, str(exc))
         return
     await _submit(message, who, draft, context, style=ref)
+
+
+def _picker_owner(message: Message) -> int | None:
+    """Whose style keyboard ``message`` is (its buttons carry the owner's id), if it is one."""
+    markup = message.reply_markup
+    for row in markup.inline_keyboard if markup else ():
+        for button in row:
+            parts = str(button.callback_data or "").split(":")
+            if parts[0] == "p" and len(parts) == 4 and parts[3].isdigit():
+                return int(parts[3])
+    return None
 
 
 async def _ask_for_style(message: Message, draft: Draft, context: Context, text: str) -> None:

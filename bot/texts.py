@@ -147,6 +147,8 @@ def album_rest_not_started(n: int) -> str:
 
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
+NOT_YOUR_PROMPT = "That message asks for someone else's style. To paint a photo of yours, reply to it with /stylize."
+PROMPT_CLOSED = "That photo isn't waiting for a style any more. Reply to it with /stylize to paint it again."
 NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."
 NOT_ALLOWED = "Sorry, this bot is private."
 ADMIN_ONLY = "That command is for the bot's admins."

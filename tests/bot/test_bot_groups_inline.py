@@ -47,12 +47,17 @@ async def test_group_reply_flow_with_two_users(tg: FakeTelegram, bot: BotRunner,
     assert "Great Wave" in by_reply[msg_id(bob_photo)] and "tg://user?id=202" in by_reply[msg_id(bob_photo)]
 
 
-async def test_group_own_style_by_replying_to_the_prompt(tg: FakeTelegram, bot: BotRunner, bob: dict) -> None:
+async def test_group_own_style_by_replying_to_the_prompt(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict
+) -> None:
     group = tg.group_chat()
     photo = tg.send_photo(group, bob, image_bytes(seed=2))
     tg.send_text(group, bob, "/stylize", reply_to=photo["message"])
     await wait_text(tg, group["id"], "reply to this message with a picture")
     prompt = next(m for m in reversed(tg.messages(group["id"])) if "reply to this message" in m.get("text", ""))
+    # Someone else's picture in reply to Bob's prompt was silently ignored (or painted a photo of theirs).
+    tg.send_photo(group, alice, image_bytes(seed=3), reply_to=prompt)
+    await wait_text(tg, group["id"], "asks for someone else's style")
     tg.send_photo(group, bob, image_bytes(seed=4), reply_to=prompt)
     (result,) = await wait_photo(tg, group["id"])
     assert "your own style" in text_of(result) and reply_to(result) == msg_id(photo)
