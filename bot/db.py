@@ -218,6 +218,9 @@ class Database:
         data["awaiting_style"] = bool(data["awaiting_style"])
         return Draft(**data)
 
+    async def delete_draft(self, chat_id: int, user_id: int) -> None:
+        await self._write("DELETE FROM drafts WHERE chat_id = ? AND user_id = ?", (chat_id, user_id))
+
     async def save_draft(self, draft: Draft) -> None:
         await self._write(
             "INSERT OR REPLACE INTO drafts (chat_id, user_id, content_file_id, content_message_id, token, "

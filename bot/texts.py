@@ -82,7 +82,7 @@ def help_text(bot_username: str, *, in_group: bool = False) -> str:
         "/styles — the paintings, with titles and artists\n"
         "/settings — strength, size, quality, colours\n"
         "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
-        "/queue — your pictures in the works · /cancel — stop them\n\n"
+        "/queue — your pictures in the works · /cancel — stop them, and drop a photo waiting for its style\n\n"
         + group
         + f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
         "Styles:\n" + preset_lines()
@@ -309,6 +309,9 @@ def result_caption(
     took = f" · {seconds:.0f} s" if seconds is not None else ""
     who = f"{mention}: " if mention else ""
     return f"{who}🖼 {esc(style)} · strength {strength} · {width}×{height}{took}"
+
+
+PHOTO_DROPPED = "Dropped the photo that was waiting for a style. ✋"
 
 
 def _elsewhere(n: int) -> str:

@@ -14,7 +14,9 @@ from bot_helpers import (
     chat_of,
     find_button,
     image_bytes,
+    msg_id,
     photo_requests,
+    reply_to,
     settle,
     text_of,
     wait_photo,
@@ -68,6 +70,19 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
     await wait_text(tg, chat["id"], "nothing in the works")
     tg.send_text(chat, alice, "/cancel")
     await wait_text(tg, chat["id"], "nothing in the works to cancel")
+
+    # A photo waiting for its style is dropped too: the next picture became its style.
+    tg.send_photo(chat, alice, image_bytes(seed=3))
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Dropped the photo that was waiting")
+    fresh = tg.send_photo(chat, alice, image_bytes(seed=4))
+    *_, ask = await wait_text(tg, chat["id"], "pick a style", count=2)
+    assert reply_to(ask) == msg_id(fresh)  # a new photo, asked for its style, not painted as one
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Dropped the photo", count=2)
+    tg.send_text(chat, alice, "great-wave")  # no photo is waiting now, so none is painted
+    await wait_text(tg, chat["id"], "Send me a photo first")
 
 
 async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
