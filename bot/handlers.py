@@ -607,18 +607,21 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     who = requester(update)
     svc = service(context)
     n = await svc.cancel_all(who.user_id, who.chat_id if who.in_group else None)
-    # A photo waiting for its style goes too: otherwise the next picture becomes its style.
+    # With nothing left to stop, a photo waiting for its style goes: otherwise the next picture
+    # becomes its style.  Not at once: a refusal at the limit keeps the photo for after a /cancel.
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
-    dropped = draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
-    if dropped:
+    waiting = draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
+    if waiting and n:
+        await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
+        return
+    if waiting:
         assert draft is not None
         await svc.db.delete_draft(who.chat_id, who.user_id)  # a typed style name must not paint it either
         await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.PHOTO_DROPPED)
+        await reply(message, texts.PHOTO_DROPPED)
+        return
     elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
-    text = texts.cancelled_jobs(n, elsewhere=elsewhere)
-    if dropped:
-        text = texts.PHOTO_DROPPED if n == 0 else f"{text}\n{texts.PHOTO_DROPPED}"
-    await reply(message, text)
+    await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere))
 
 
 async def cmd_queue(update: Update, context: Context) -> None:

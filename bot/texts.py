@@ -82,7 +82,7 @@ def help_text(bot_username: str, *, in_group: bool = False) -> str:
         "/styles — the paintings, with titles and artists\n"
         "/settings — strength, size, quality, colours\n"
         "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
-        "/queue — your pictures in the works · /cancel — stop them, and drop a photo waiting for its style\n\n"
+        "/queue — your pictures in the works · /cancel — stop them (then the photo waiting for its style)\n\n"
         + group
         + f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
         "Styles:\n" + preset_lines()
@@ -312,6 +312,7 @@ def result_caption(
 
 
 PHOTO_DROPPED = "Dropped the photo that was waiting for a style. ✋"
+PHOTO_STILL_WAITING = "Your last photo still waits for its style: send one, or /cancel again to drop it."
 
 
 def _elsewhere(n: int) -> str:

@@ -86,6 +86,8 @@ async def test_a_refused_photo_is_the_one_the_next_style_paints(
 
     tg.send_text(chat, alice, "/cancel")
     await wait_text(tg, chat["id"], "Cancelled", method="editMessageText")
+    (cancelled,) = await wait_text(tg, chat["id"], "Cancelled 1 picture")
+    assert "still waits for its style" in text_of(cancelled)  # the kept photo is not dropped with the job
     tg.send_text(chat, alice, "/style the-scream")
     *_, status = await wait_text(tg, chat["id"], "queue", count=2)  # the first job's, then the new one's
     assert reply_to(status) == msg_id(second), "the new job must paint the refused photo, not the first one"
