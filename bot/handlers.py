@@ -614,13 +614,13 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     if waiting and n:
         await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
         return
+    elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
     if waiting:
         assert draft is not None
         await svc.db.delete_draft(who.chat_id, who.user_id)  # a typed style name must not paint it either
         await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.PHOTO_DROPPED)
-        await reply(message, texts.PHOTO_DROPPED)
+        await reply(message, texts.photo_dropped(elsewhere))
         return
-    elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
     await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere))
 
 

@@ -319,6 +319,11 @@ def _elsewhere(n: int) -> str:
     return f"{_pictures(n)} of yours {'is' if n == 1 else 'are'} in the works in another chat: {ALL_CHATS}"
 
 
+def photo_dropped(elsewhere: int = 0) -> str:
+    """/cancel with only a waiting photo here (and, in a group, maybe pictures in other chats)."""
+    return f"{PHOTO_DROPPED}\n{_elsewhere(elsewhere)}" if elsewhere else PHOTO_DROPPED
+
+
 def cancelled_jobs(n: int, *, elsewhere: int = 0) -> str:
     """``elsewhere``: the user's pictures in other chats, which a group's /cancel leaves alone."""
     if n == 0:

@@ -134,6 +134,9 @@ async def test_pictures_in_the_works_in_another_chat_are_pointed_to_from_a_group
     tg.send_text(group, alice, "/queue")
     (queue,) = await wait_text(tg, group["id"], "nothing in the works here")
     assert "1 picture of yours is in the works in another chat" in text_of(queue)
+    tg.send_text(group, alice, "/cancel")  # the refused photo, kept for later, goes; the other chat's stays
+    (cancel,) = await wait_text(tg, group["id"], "Dropped the photo")
+    assert "1 picture of yours is in the works in another chat" in text_of(cancel)
     tg.send_text(group, alice, "/cancel")
     *_, cancel = await wait_text(tg, group["id"], "nothing in the works here", count=2)
     assert "another chat" in text_of(cancel)
