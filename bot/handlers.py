@@ -187,7 +187,10 @@ async def cmd_start(update: Update, context: Context) -> None:
 async def cmd_help(update: Update, context: Context) -> None:
     assert update.effective_message is not None
     in_group = requester(update).in_group
-    await update.effective_message.reply_text(texts.help_text(context.bot.username or "bot", in_group=in_group))
+    sees_all = bool(context.bot.can_read_all_group_messages)
+    await update.effective_message.reply_text(
+        texts.help_text(context.bot.username or "bot", in_group=in_group, sees_all=sees_all)
+    )
 
 
 async def cmd_style(update: Update, context: Context) -> None:
@@ -260,10 +263,7 @@ async def _request_from(message: Message, ref: ImageRef, args: list[str], contex
         message.chat.type,
         message.from_user.full_name if message.from_user else "",
     )
-    try:
-        await svc.check_image(ref)
-    except RequestError as exc:
-        await reply(message, str(exc))
+    if not await _image_ok(svc, message, ref):
         return
     draft = new_draft(who, ref)
     await svc.db.save_draft(draft)
@@ -297,10 +297,7 @@ async def on_group_style_reply(update: Update, context: Context) -> None:
     if draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
         await reply(message, texts.PROMPT_CLOSED)
         return
-    try:
-        await svc.check_image(ref, "style image")
-    except RequestError as exc:
-        await reply(message, str(exc))
+    if not await _image_ok(svc, message, ref, "style image"):
         return
     await _submit(message, who, draft, context, style=ref)
 
@@ -314,6 +311,16 @@ def _picker_owner(message: Message) -> int | None:
             if parts[0] == "p" and len(parts) == 4 and parts[3].isdigit():
                 return int(parts[3])
     return None
+
+
+async def _image_ok(svc: JobService, message: Message, ref: ImageRef, what: str = "photo") -> bool:
+    """Whether a picture can be painted; if not, the reason is told under ``message``."""
+    try:
+        await svc.check_image(ref, what)
+    except RequestError as exc:
+        await reply(message, str(exc))
+        return False
+    return True
 
 
 async def _ask_for_style(message: Message, draft: Draft, context: Context, text: str) -> None:
@@ -705,6 +712,9 @@ async def _group_album(messages: list[Message], context: Context) -> None:
         await reply(captioned, texts.unknown_preset(" ".join(args), suggestion))
         return
     await _album_in_one_style(messages, slug, context)
+    if len(messages) == 1 and not context.bot.can_read_all_group_messages:
+        # Privacy mode (Telegram's default) shows a bot only the captioned picture of an album.
+        await reply(captioned, texts.ALBUM_IN_GROUP_UNSEEN)
 
 
 async def _album_request(messages: list[Message], context: Context) -> None:
@@ -730,11 +740,7 @@ async def _album_request(messages: list[Message], context: Context) -> None:
     if refs[0] is None or refs[1] is None:
         await reply(first, texts.NEED_PHOTO)
         return
-    try:
-        await svc.check_image(refs[0], "photo")
-        await svc.check_image(refs[1], "style image")
-    except RequestError as exc:
-        await reply(first, str(exc))
+    if not await _image_ok(svc, first, refs[0], "photo") or not await _image_ok(svc, first, refs[1], "style image"):
         return
     who = sender(first)
     draft = new_draft(who, refs[0])
@@ -750,10 +756,7 @@ async def _album_in_one_style(messages: list[Message], slug: str, context: Conte
         ref = image_ref(message)
         if ref is None:
             continue
-        try:
-            await svc.check_image(ref, "photo")
-        except RequestError as exc:
-            await reply(message, str(exc))
+        if not await _image_ok(svc, message, ref, "photo"):
             continue
         draft = new_draft(who, ref)
         if not await _submit(message, who, draft, context, preset=slug):
@@ -786,10 +789,7 @@ async def _single_picture(message: Message, context: Context) -> None:
         return
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     is_style = _draft_is_fresh(draft, context) and draft is not None and draft.awaiting_style
-    try:
-        await svc.check_image(ref, "style image" if is_style and not message.caption else "photo")
-    except RequestError as exc:
-        await reply(message, str(exc))
+    if not await _image_ok(svc, message, ref, "style image" if is_style and not message.caption else "photo"):
         return
     if message.caption:
         slug, suggestion = find_preset(message.caption)
@@ -826,10 +826,7 @@ async def on_text(update: Update, context: Context) -> None:
         if slug is None:
             await reply(message, texts.unknown_preset(message.text, suggestion))
             return
-        try:
-            await svc.check_image(ref, "photo")
-        except RequestError as exc:
-            await reply(message, str(exc))
+        if not await _image_ok(svc, message, ref, "photo"):
             return
         await _submit(message, who, new_draft(who, ref), context, preset=slug)
         return

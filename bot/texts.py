@@ -54,12 +54,16 @@ def start(first_name: str, *, in_group: bool = False) -> str:
     )
 
 
-def help_text(bot_username: str, *, in_group: bool = False) -> str:
-    """In a group the group's way comes first: plain photos and style names are ignored there."""
+def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = False) -> str:
+    """In a group the group's way comes first: plain photos and style names are ignored there.
+
+    ``sees_all``: the bot reads every group message (privacy mode off); only then does it
+    see the uncaptioned pictures of an album, so only then is a captioned album promised.
+    """
+    album = "An album captioned <code>/stylize starry-night</code> paints every picture in it. " if sees_all else ""
     group = (
         "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code> "
-        "(or just /stylize, then reply to my message with a picture for your own style). "
-        "An album captioned <code>/stylize starry-night</code> paints every picture in it.\n"
+        f"(or just /stylize, then reply to my message with a picture for your own style). {album}\n"
     )
     if in_group:
         return (
@@ -145,6 +149,10 @@ def album_rest_not_started(n: int) -> str:
     return f"The album's {n} pictures after this one weren't started either: send them again later."
 
 
+ALBUM_IN_GROUP_UNSEEN = (
+    "In a group I only see the captioned picture of an album. "
+    "To paint the others too, reply to each with <code>/stylize</code> and the style's name."
+)
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
 NOT_YOUR_PROMPT = "That message asks for someone else's style. To paint a photo of yours, reply to it with /stylize."
