@@ -60,15 +60,17 @@ def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = Fal
     ``sees_all``: the bot reads every group message (privacy mode off); only then does it
     see the uncaptioned pictures of an album, so only then is a captioned album promised.
     """
-    album = "An album captioned <code>/stylize starry-night</code> paints every picture in it. " if sees_all else ""
-    group = (
-        "<b>In groups</b>: reply to a photo with <code>/stylize starry-night</code> "
-        f"(or just /stylize, then reply to my message with a picture for your own style). {album}\n"
+    album = " An album captioned <code>/stylize starry-night</code> paints every picture in it." if sees_all else ""
+    how = (
+        "reply to a photo with <code>/stylize starry-night</code> "
+        f"(or just /stylize, then reply to my message with a picture for your own style).{album}\n"
     )
+    group = f"<b>In groups</b>: {how}"
     if in_group:
         return (
             "<b>Here in the group</b>\n"
-            + group.removeprefix("<b>In groups</b>: ").capitalize()
+            + how[0].upper()
+            + how[1:]
             + "Your settings are yours, the same here and in private: /settings, "
             "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
             "/queue — your pictures in the works here · /cancel — stop them\n"
