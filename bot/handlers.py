@@ -698,10 +698,10 @@ class AlbumCollector:
 
 async def _group_album(messages: list[Message], context: Context) -> None:
     """An album in a group: the bot's business only when its caption is /stylize."""
-    captioned = next((m for m in messages if _stylize_args(m.caption, context) is not None), None)
-    if captioned is None:
+    found = next(((m, a) for m in messages if (a := _stylize_args(m.caption, context)) is not None), None)
+    if found is None:
         return
-    args = _stylize_args(captioned.caption, context) or []
+    captioned, args = found
     ref = image_ref(captioned)
     if not args or ref is None:  # no style named: the picker, for the captioned picture
         if ref is not None:
