@@ -263,6 +263,23 @@ class Database:
             params.extend(states)
         return await self._write(sql, params) > 0
 
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> list[str]:
+        """A group became a supergroup: its unfinished jobs go on under the new id; their ids.
+
+        The old chat's message ids mean nothing in the new one (a reply there
+        could land on an unrelated message), so they are forgotten.  Drafts are
+        dropped: their pickers sit in the old chat, which no longer takes edits.
+        """
+        where = "chat_id = ? AND (status IN ('queued', 'running') OR (status = 'done' AND delivered_at IS NULL))"
+        ids = [r["id"] for r in await self._all(f"SELECT id FROM jobs WHERE {where}", (old_chat_id,))]
+        await self._write(
+            "UPDATE jobs SET chat_id = ?, chat_type = 'supergroup', content_message_id = NULL, "
+            f"status_message_id = NULL WHERE {where}",
+            (new_chat_id, old_chat_id),
+        )
+        await self._write("DELETE FROM drafts WHERE chat_id = ?", (old_chat_id,))
+        return ids
+
     async def jobs_with_status(self, statuses: Iterable[str]) -> list[JobRow]:
         states = tuple(statuses)
         rows = await self._all(

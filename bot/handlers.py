@@ -607,6 +607,17 @@ async def on_my_membership(update: Update, context: Context) -> None:
             log.info("could not greet chat %s: %s", change.chat.id, exc)
 
 
+async def on_migration(update: Update, context: Context) -> None:
+    """A group became a supergroup: its jobs follow it to the new chat id (whoever upgraded it)."""
+    message = update.effective_message
+    assert message is not None
+    if message.migrate_to_chat_id:
+        await service(context).chat_migrated(message.chat.id, message.migrate_to_chat_id)
+    elif message.migrate_from_chat_id:
+        await service(context).chat_migrated(message.migrate_from_chat_id, message.chat.id)
+    raise ApplicationHandlerStop
+
+
 # --- jobs -----------------------------------------------------------------------------------------
 async def cmd_cancel(update: Update, context: Context) -> None:
     message = update.effective_message
@@ -1102,6 +1113,7 @@ def register(app: Application) -> None:
     app.bot_data["prompts"] = {}  # (chat, user) -> (draft token, style keyboard message id)
     # New messages only: an edited caption must not start a second job.
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
+    app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on_migration), group=-2)  # not the gate's
     app.add_handler(TypeHandler(Update, gate), group=-1)
     app.add_handler(CommandHandler("start", cmd_start))
     app.add_handler(CommandHandler("help", cmd_help))

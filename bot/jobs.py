@@ -131,7 +131,9 @@ class StatusMessage:
     spams Telegram's edit limits.
     """
 
-    def __init__(self, service: JobService, job_id: str, chat_id: int, message_id: int, text: str) -> None:
+    def __init__(
+        self, service: JobService, job_id: str, chat_id: int, message_id: int, text: str, heading: str = ""
+    ) -> None:
         self.service = service
         self.job_id = job_id
         self.chat_id = chat_id
@@ -142,6 +144,7 @@ class StatusMessage:
         self.flusher: asyncio.Task[None] | None = None
         self.closed = False
         self.lock = asyncio.Lock()
+        self.heading = heading  # whose job it is, where the message can't reply to their photo
 
     def update(self, text: str) -> None:
         if self.closed or text == (self.pending or self.text):
@@ -167,8 +170,13 @@ class StatusMessage:
         self.sent_at = time.monotonic()
         try:
             await self.service.bot.edit_message_text(
-                text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=markup or self.cancel_markup()
+                self.heading + text,
+                chat_id=self.chat_id,
+                message_id=self.message_id,
+                reply_markup=markup or self.cancel_markup(),
             )
+        except ChatMigrated as exc:  # missed the service message; moving takes this message's lock
+            self.service.spawn(self.service.chat_migrated(self.chat_id, exc.new_chat_id))
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
                 log.info("status edit for job %s failed: %s", self.job_id, exc)
@@ -193,12 +201,37 @@ class StatusMessage:
                     await self.service.bot.delete_message(self.chat_id, self.message_id)
                 else:
                     await self.service.bot.edit_message_text(
-                        text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=None
+                        self.heading + text, chat_id=self.chat_id, message_id=self.message_id, reply_markup=None
                     )
             except Forbidden:
                 await self.service.user_blocked(self.job_id)
             except TelegramError as exc:
                 log.info("closing status of job %s failed: %s", self.job_id, exc)
+
+    async def move_to(self, chat_id: int, heading: str) -> int | None:
+        """Go on as a new message in ``chat_id`` (a group became a supergroup); its message id.
+
+        The old message stays behind as it was: the old chat takes no more edits.
+        """
+        async with self.lock:
+            if self.closed or chat_id == self.chat_id:
+                return None
+            self.chat_id, self.heading = chat_id, heading
+            text, self.pending = self.pending or self.text, None
+            try:
+                msg = await self.service.bot.send_message(chat_id, heading + text, reply_markup=self.cancel_markup())
+            except TelegramError as exc:  # no message to edit: the result still comes
+                log.info("status of job %s not moved to chat %s: %s", self.job_id, chat_id, exc)
+                self.closed = True
+                return None
+            self.message_id, self.text, self.sent_at = msg.message_id, text, time.monotonic()
+            return msg.message_id
+
+
+def _heading(job: JobRow) -> str:
+    """In a group a status message says whose it is by replying to the photo; one from before an
+    upgrade to a supergroup can't be replied to, so the message names its owner instead."""
+    return texts.status_heading(job.user_name) if job.chat_type != "private" and not job.content_message_id else ""
 
 
 def _track(coro: Awaitable[Any], tasks: set[asyncio.Task[Any]]) -> asyncio.Task[Any]:
@@ -499,9 +532,10 @@ class JobService:
 
     async def _open_status(self, row: JobRow, text: str) -> None:
         """Send (or after a restart, reuse) the job's status message."""
+        heading = _heading(row)
         status: StatusMessage | None = None
         if row.status_message_id is not None:
-            status = StatusMessage(self, row.id, row.chat_id, row.status_message_id, "")
+            status = StatusMessage(self, row.id, row.chat_id, row.status_message_id, "", heading)
             self._status[row.id] = status
             async with status.lock:
                 await status._edit(text)
@@ -509,7 +543,7 @@ class JobService:
         try:
             msg = await self.bot.send_message(
                 row.chat_id,
-                text,
+                heading + text,
                 reply_parameters=self._reply_to(row.content_message_id),
                 reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("✖ Cancel", callback_data=f"x:{row.id}")]]),
             )
@@ -520,7 +554,7 @@ class JobService:
             log.warning("could not send the status of job %s: %s", row.id, exc)
             return
         await self.db.update_job(row.id, status_message_id=msg.message_id)
-        self._status[row.id] = StatusMessage(self, row.id, row.chat_id, msg.message_id, text)
+        self._status[row.id] = StatusMessage(self, row.id, row.chat_id, msg.message_id, text, heading)
 
     @staticmethod
     def _reply_to(message_id: int | None) -> ReplyParameters | None:
@@ -646,8 +680,26 @@ class JobService:
             job = await self.db.get_job(job_id)
             if job is None or job.status_message_id is None:
                 return
-            status = StatusMessage(self, job_id, job.chat_id, job.status_message_id, "")
+            status = StatusMessage(self, job_id, job.chat_id, job.status_message_id, "", _heading(job))
         await status.finish(text)
+
+    async def chat_migrated(self, old_chat_id: int, new_chat_id: int) -> None:
+        """A group became a supergroup (a new chat id): its jobs go on there.
+
+        Telegram says so twice (a service message in each chat) and every call to
+        the old id fails with the new one, so this may run more than once.
+        """
+        moved = await self.db.move_chat(old_chat_id, new_chat_id)
+        if moved:
+            log.info("chat %s became %s; %d job(s) moved with it", old_chat_id, new_chat_id, len(moved))
+        for job_id in moved:
+            status = self._status.get(job_id)
+            job = await self.db.get_job(job_id)
+            if status is None or job is None:
+                continue
+            message_id = await status.move_to(new_chat_id, texts.status_heading(job.user_name))
+            if message_id is not None:
+                await self.db.update_job(job_id, status_message_id=message_id)
 
     async def user_blocked(self, job_id: str) -> None:
         """The user blocked the bot, or it was removed from the group: drop the job (and stop
@@ -725,8 +777,7 @@ class JobService:
                     # The group became a supergroup: the result goes to the new chat id.
                     if exc.new_chat_id == job.chat_id:
                         raise
-                    log.info("chat %s of job %s migrated to %s", job.chat_id, job_id, exc.new_chat_id)
-                    await self.db.update_job(job_id, chat_id=exc.new_chat_id)
+                    await self.chat_migrated(job.chat_id, exc.new_chat_id)
                     self.spawn(self.deliver(job_id))
                     return
                 if msg is None:

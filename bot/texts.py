@@ -227,6 +227,11 @@ _HELD_LINE = {
 }
 
 
+def status_heading(name: str) -> str:
+    """Heads a status message that cannot reply to its photo (the group became a supergroup)."""
+    return f"For <b>{html.escape(name or 'someone')}</b> (photo sent before this group was upgraded):\n"
+
+
 def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
     place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
     if hold is not None:

@@ -12,8 +12,11 @@ from bot_helpers import (
     BotRunner,
     FakeTelegram,
     answers,
+    chat_of,
+    find_button,
     image_bytes,
     msg_id,
+    param,
     reply_to,
     settle,
     text_of,
@@ -70,6 +73,34 @@ async def test_a_group_upgraded_to_a_supergroup_still_gets_its_result(
     tg.send_photo(group, alice, image_bytes(), caption="/stylize the-kiss")
     (result,) = await wait_photo(tg, supergroup_id, timeout=60)
     assert "The Kiss" in text_of(result)
+
+
+async def test_a_group_upgraded_mid_job_keeps_its_status_queue_and_cancel_button(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """Upgrading gives the group a new id: /queue there used to miss the job, and its status went quiet."""
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(3000,)))  # still painting at the end
+    group = tg.group_chat(-4002, "Painters", kind="group")
+    tg.send_photo(group, alice, image_bytes(), caption="/stylize the-kiss")
+    await wait_text(tg, group["id"], "Painting…", method="editMessageText")
+    supergroup = tg.upgrade_group(group, alice, -1004002)
+
+    # The old status message takes no more edits: the job goes on in a new one, which says whose it is.
+    (moved,) = await wait_text(tg, supergroup["id"], "Painting…")
+    assert "For <b>Alice</b>" in text_of(moved)
+    await wait_text(tg, supergroup["id"], "For <b>Alice</b>", method="editMessageText")  # and it keeps moving
+    tg.send_text(supergroup, alice, "/queue")
+    (queue,) = await wait_text(tg, supergroup["id"], "Your pictures")
+    assert "The Kiss — painting now" in text_of(queue)
+
+    status, cancel_data = find_button(tg, supergroup["id"], "x:")
+    tg.press_button(status, alice, cancel_data)
+    (cancelled,) = await wait_text(tg, supergroup["id"], "Cancelled", method="editMessageText")
+    assert int(param(cancelled, "message_id")) == status["message_id"]
+    assert "For <b>Alice</b>" in text_of(cancelled)
+    await settle(0.5)
+    refused = [r for r in tg.requests if "chat_id" in r.params and chat_of(r) == group["id"] and r.status != 200]
+    assert len(refused) <= 1, "one refused call at most (an edit in flight at the upgrade)"
 
 
 async def test_a_refused_photo_is_the_one_the_next_style_paints(

@@ -119,6 +119,7 @@ class FakeTelegram:
         self._chats: dict[int, dict] = {}
         self._bot_messages: dict[int, dict[int, dict]] = {}
         self._blocked: set[int] = set()
+        self._migrated: dict[int, int] = {}  # basic group id -> its supergroup's
         self._floods: dict[str, list[int]] = {}
         self._failures: list[list[Any]] = []  # [method, chat_id or None, times left, ApiError]
         self._holds: list[Hold] = []
@@ -186,10 +187,19 @@ class FakeTelegram:
         self._chats[chat["id"]] = chat
         return chat
 
-    def group_chat(self, chat_id: int = -100123, title: str = "Painters") -> dict:
-        chat = {"id": chat_id, "type": "supergroup", "title": title}
+    def group_chat(self, chat_id: int = -100123, title: str = "Painters", kind: str = "supergroup") -> dict:
+        chat = {"id": chat_id, "type": kind, "title": title}
         self._chats[chat_id] = chat
         return chat
+
+    def upgrade_group(self, group: dict, user: dict, new_id: int) -> dict:
+        """``user`` turns a basic group into a supergroup, as Telegram does: a new chat id, a
+        service message in each chat naming the other, and every later call to the old id refused."""
+        supergroup = self.group_chat(new_id, group["title"])
+        self._migrated[group["id"]] = new_id
+        self._push({"message": self._user_message(group, user, migrate_to_chat_id=new_id)})
+        self._push({"message": self._user_message(supergroup, user, migrate_from_chat_id=group["id"])})
+        return supergroup
 
     def add_file(self, data: bytes, *, file_size: int | None = None) -> tuple[str, str]:
         """Store bytes as Telegram would; ``file_size`` fakes a big file without the bytes."""
@@ -512,6 +522,12 @@ class FakeTelegram:
                 raise failure[3]
         if chat_id is not None and chat_id in self._blocked:
             raise ApiError(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self._migrated:
+            raise ApiError(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": self._migrated[chat_id]},
+            )
 
         if method == "getMe":
             return self.bot_user
