@@ -68,11 +68,24 @@ def service(context: Context) -> JobService:
     return context.application.bot_data["service"]
 
 
+def author(message: Message) -> tuple[int, str]:
+    """Who wrote ``message``, as the bot tells people apart: its id and name.
+
+    An anonymous group admin, or someone posting as a channel, is that chat: Telegram
+    shows them all as one shared account, which would give every anonymous admin in
+    every group one set of settings, one job limit and each other's buttons.
+    """
+    if message.sender_chat is not None:
+        chat = message.sender_chat
+        return chat.id, chat.title or chat.effective_name or texts.ANONYMOUS
+    user = message.from_user
+    return (user.id, user.full_name) if user is not None else (0, "")
+
+
 def sender(message: Message) -> Requester:
     """Who sent ``message`` (a private chat's photo, one of an album), where the answer goes."""
-    assert message.from_user is not None
-    user = message.from_user
-    return Requester(user.id, message.chat.id, message.chat.type, user.full_name)
+    user_id, name = author(message)
+    return Requester(user_id, message.chat.id, message.chat.type, name)
 
 
 def new_draft(who: Requester, ref: ImageRef) -> Draft:
@@ -81,10 +94,31 @@ def new_draft(who: Requester, ref: ImageRef) -> Draft:
 
 
 def requester(update: Update) -> Requester:
-    user = update.effective_user
+    """Who is asking: a message's author (see ``author``), or whoever pressed a button."""
     chat = update.effective_chat
-    assert user is not None and chat is not None
+    assert chat is not None
+    if update.callback_query is None and update.effective_message is not None:
+        return sender(update.effective_message)
+    user = update.effective_user
+    assert user is not None
     return Requester(user.id, chat.id, chat.type, user.full_name or user.first_name)
+
+
+def acting_for(update: Update, owner: int, name: str = "") -> Requester | None:
+    """Whom a press of ``owner``'s button (or a reply to ``owner``'s prompt) acts for, or None
+    if it is somebody else's.
+
+    A button press shows who pressed, never the anonymous admin or channel (a chat
+    id) that asked, so such prompts answer anyone in the chat, on that chat's behalf.
+    """
+    who = requester(update)
+    if owner == who.user_id:
+        return who
+    if owner >= 0 or not who.in_group:
+        return None
+    chat = update.effective_chat
+    assert chat is not None
+    return Requester(owner, who.chat_id, who.chat_type, name or (chat.title if owner == chat.id else texts.CHANNEL))
 
 
 def image_ref(message: Message) -> ImageRef | None:
@@ -166,22 +200,25 @@ def _draft_is_fresh(draft: Draft | None, context: Context) -> bool:
 async def gate(update: Update, context: Context) -> None:
     """Allow-list check before any other handler (no list = everyone)."""
     user = update.effective_user
-    if user is None or service(context).config.is_allowed(user.id):
+    if user is None or service(context).config.is_allowed(requester(update).user_id):
         return
     if update.callback_query is not None:
         await update.callback_query.answer(texts.NOT_ALLOWED, show_alert=True)
     elif update.inline_query is not None:
         await update.inline_query.answer([], cache_time=60, is_personal=True)
-    elif update.effective_message is not None and update.effective_chat.type == ChatType.PRIVATE:
-        await update.effective_message.reply_text(texts.NOT_ALLOWED)
+    elif (message := update.effective_message) is not None and (
+        update.effective_chat.type == ChatType.PRIVATE or _asks_me(message, context)
+    ):
+        await message.reply_text(texts.NOT_ALLOWED)
     raise ApplicationHandlerStop
 
 
 # --- commands -------------------------------------------------------------------------------------
 async def cmd_start(update: Update, context: Context) -> None:
     assert update.effective_message is not None and update.effective_user is not None
-    in_group = requester(update).in_group
-    await update.effective_message.reply_text(texts.start(update.effective_user.first_name, in_group=in_group))
+    who = requester(update)
+    name = who.name if who.user_id < 0 else update.effective_user.first_name  # "Hi Painters" when anonymous
+    await update.effective_message.reply_text(texts.start(name, in_group=who.in_group))
 
 
 async def cmd_help(update: Update, context: Context) -> None:
@@ -224,13 +261,25 @@ async def cmd_stylize(update: Update, context: Context) -> None:
     await _request_from(message, ref, list(context.args or []), context)
 
 
+def _command(text: str | None, context: Context) -> tuple[str, list[str]] | None:
+    """The command (lowercase, without "/") and its words, if ``text`` starts with one for this bot."""
+    command, *args = (text or "").split() or [""]
+    name, _, addressee = command.partition("@")
+    if not name.startswith("/") or (addressee and addressee.lower() != (context.bot.username or "").lower()):
+        return None  # /stylize@SomeOtherBot, or no command
+    return name[1:].lower(), args
+
+
+def _asks_me(message: Message, context: Context) -> bool:
+    """Whether a group message is one of this bot's commands (the rest of a group is not its business)."""
+    command = _command(message.text or message.caption, context)
+    return command is not None and command[0] in {name for name, _ in texts.COMMANDS}
+
+
 def _stylize_args(caption: str | None, context: Context) -> list[str] | None:
     """The words after ``/stylize`` in a caption, or None if it is no /stylize for this bot."""
-    command, *args = (caption or "").split() or [""]
-    name, _, addressee = command.partition("@")
-    if name.lower() != "/stylize" or (addressee and addressee.lower() != (context.bot.username or "").lower()):
-        return None  # /stylize@SomeOtherBot, or another caption
-    return args
+    command = _command(caption, context)
+    return command[1] if command is not None and command[0] == "stylize" else None
 
 
 async def on_stylize_caption(update: Update, context: Context) -> None:
@@ -257,12 +306,7 @@ async def on_group_album_part(update: Update, context: Context) -> None:
 
 async def _request_from(message: Message, ref: ImageRef, args: list[str], context: Context) -> None:
     svc = service(context)
-    who = Requester(
-        message.from_user.id if message.from_user else 0,
-        message.chat.id,
-        message.chat.type,
-        message.from_user.full_name if message.from_user else "",
-    )
+    who = sender(message)
     if not await _image_ok(svc, message, ref):
         return
     draft = new_draft(who, ref)
@@ -282,11 +326,11 @@ async def on_group_style_reply(update: Update, context: Context) -> None:
     target = message.reply_to_message
     if target is None or target.from_user is None or target.from_user.id != context.bot.id:
         return
-    who = requester(update)
     owner = _picker_owner(target)
     if owner is None:
         return  # a reply to some other message of the bot's: the group's own business
-    if owner != who.user_id:  # it painted the replier's own waiting photo, or nothing, silently
+    who = acting_for(update, owner)
+    if who is None:  # it painted the replier's own waiting photo, or nothing, silently
         await reply(message, texts.NOT_YOUR_PROMPT)
         return
     svc = service(context)
@@ -308,7 +352,7 @@ def _picker_owner(message: Message) -> int | None:
     for row in markup.inline_keyboard if markup else ():
         for button in row:
             parts = str(button.callback_data or "").split(":")
-            if parts[0] == "p" and len(parts) == 4 and parts[3].isdigit():
+            if parts[0] == "p" and len(parts) == 4 and parts[3].lstrip("-").isdigit():
                 return int(parts[3])
     return None
 
@@ -467,11 +511,10 @@ def _chunks(items: Sequence[InputMediaPhoto], size: int) -> list[list[InputMedia
 
 
 # --- settings -------------------------------------------------------------------------------------
-def settings_view(prefs: Prefs, svc: JobService, update: Update) -> tuple[str, InlineKeyboardMarkup]:
+def settings_view(prefs: Prefs, svc: JobService, who: Requester) -> tuple[str, InlineKeyboardMarkup]:
     """The settings and their buttons; the buttons carry the user's id, whose settings they change
     (in a group anyone can tap them, and must not rewrite somebody else's panel).  In a group the
     panel is public, so it says whose it is."""
-    who = requester(update)
     user_id = who.user_id
     text = texts.settings_text(
         prefs.strength,
@@ -481,6 +524,7 @@ def settings_view(prefs: Prefs, svc: JobService, update: Update) -> tuple[str, I
         prefs.colors,
         svc.price(prefs),
         owner=who.name if who.in_group else None,
+        anonymous=who.user_id < 0,
     )
 
     def mark(label: str, on: bool) -> str:
@@ -510,9 +554,10 @@ def settings_view(prefs: Prefs, svc: JobService, update: Update) -> tuple[str, I
 
 async def cmd_settings(update: Update, context: Context) -> None:
     message = update.effective_message
-    assert message is not None and update.effective_user is not None
+    assert message is not None
     svc = service(context)
-    text, keyboard = settings_view(await svc.prefs(update.effective_user.id), svc, update)
+    who = requester(update)
+    text, keyboard = settings_view(await svc.prefs(who.user_id), svc, who)
     await message.reply_text(text, reply_markup=keyboard)
 
 
@@ -523,16 +568,17 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser, *
     """Shared body of the one-setting commands: parse the argument, save, confirm
     (with what a picture now takes, where the setting changes that)."""
     message = update.effective_message
-    assert message is not None and update.effective_user is not None
+    assert message is not None
     svc = service(context)
-    prefs = await svc.prefs(update.effective_user.id)
+    who = requester(update)
+    prefs = await svc.prefs(who.user_id)
     arg = " ".join(context.args or []).strip().lower()
     new = parse(prefs, arg) if arg else None
     if new is None:  # the panel's buttons too: tapping beats retyping a command
-        current, keyboard = settings_view(prefs, svc, update)
+        current, keyboard = settings_view(prefs, svc, who)
         await reply(message, f"{usage}\n\n{current}", reply_markup=keyboard)
         return
-    await svc.save_prefs(update.effective_user.id, new[0])
+    await svc.save_prefs(who.user_id, new[0])
     cost = svc.price(new[0]) if priced else ""
     await reply(message, f"{new[1]}\n{cost}" if cost else new[1])
 
@@ -587,10 +633,11 @@ async def cmd_colors(update: Update, context: Context) -> None:
 
 async def cmd_reset(update: Update, context: Context) -> None:
     message = update.effective_message
-    assert message is not None and update.effective_user is not None
+    assert message is not None
     svc = service(context)
-    await svc.save_prefs(update.effective_user.id, Prefs())
-    text, keyboard = settings_view(Prefs(), svc, update)
+    who = requester(update)
+    await svc.save_prefs(who.user_id, Prefs())
+    text, keyboard = settings_view(Prefs(), svc, who)
     await reply(message, f"{texts.RESET_DONE}\n\n{text}", reply_markup=keyboard)
 
 
@@ -900,10 +947,10 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     query = update.callback_query
     assert query is not None and query.message is not None
     slug, token, owner = ([*rest.split(":"), "", "", ""])[:3]
-    if owner and owner != str(query.from_user.id):
+    who = _button_owner(update, owner)
+    if who is None:
         await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
         return
-    who = requester(update)
     svc = service(context)
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     if draft is not None and draft.token == token and not draft.awaiting_style:
@@ -929,26 +976,36 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
         log.info("could not close the style keyboard: %s", exc)
 
 
-async def _own_job(update: Update, job_id: str, context: Context) -> JobRow | None:
-    """The job behind a button, if it exists and belongs to whoever pressed (else answers)."""
+def _button_owner(update: Update, owner: str) -> Requester | None:
+    """Whom a button carrying ``owner`` (a user id, or nothing on old buttons) acts for; see ``presser``."""
+    if not owner:
+        return requester(update)
+    return acting_for(update, int(owner)) if owner.lstrip("-").isdigit() else None
+
+
+async def _own_job(update: Update, job_id: str, context: Context) -> tuple[JobRow, Requester] | None:
+    """The job behind a button and whom the press acts for, if the job exists and is the
+    presser's (else answers)."""
     query = update.callback_query
     assert query is not None
     job = await service(context).db.get_job(job_id)
     if job is None:
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return None
-    if job.user_id != query.from_user.id:
+    who = acting_for(update, job.user_id, job.user_name)
+    if who is None:
         await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
         return None
-    return job
+    return job, who
 
 
 async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
     query = update.callback_query
     assert query is not None
-    job = await _own_job(update, job_id, context)
-    if job is None:
+    owned = await _own_job(update, job_id, context)
+    if owned is None:
         return
+    job, _ = owned
     if await service(context).cancel(job_id):
         await query.answer("Cancelling…")
     else:
@@ -958,15 +1015,15 @@ async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
 async def _cb_strength(update: Update, context: Context, job_id: str, delta: int) -> None:
     query = update.callback_query
     assert query is not None
-    job = await _own_job(update, job_id, context)
-    if job is None:
+    owned = await _own_job(update, job_id, context)
+    if owned is None:
         return
+    job, who = owned
     settings = StyleSettings.from_dict(job.settings)
     strength = max(1, min(10, settings.strength + delta))
     if strength == settings.strength:
         await query.answer(texts.STRONGEST if delta > 0 else texts.WEAKEST, show_alert=True)
         return
-    who = requester(update)
     svc = service(context)
     style = ImageRef(job.style_file_id, None) if job.style_file_id else None
     try:
@@ -995,9 +1052,10 @@ async def _cb_less(update: Update, context: Context, job_id: str) -> None:
 async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     query = update.callback_query
     assert query is not None and query.message is not None
-    job = await _own_job(update, job_id, context)
-    if job is None:
+    owned = await _own_job(update, job_id, context)
+    if owned is None:
         return
+    job, _ = owned
     draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, secrets.token_hex(4))
     await service(context).db.save_draft(draft)
     await query.answer()
@@ -1013,9 +1071,10 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
 async def _cb_full(update: Update, context: Context, job_id: str) -> None:
     query = update.callback_query
     assert query is not None and query.message is not None
-    job = await _own_job(update, job_id, context)
-    if job is None:
+    owned = await _own_job(update, job_id, context)
+    if owned is None:
         return
+    job, _ = owned
     if not service(context).has_full_size(job):  # said before "Sending…", not after it
         await query.answer(texts.RESULT_GONE, show_alert=True)
         return
@@ -1028,11 +1087,12 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
     query = update.callback_query
     assert query is not None
     svc = service(context)
-    user_id = query.from_user.id
     what, value, owner = ([*rest.split(":"), "", ""])[:3]
-    if owner and owner != str(user_id):
+    who = _button_owner(update, owner)
+    if who is None:
         await query.answer(texts.NOT_YOUR_SETTINGS, show_alert=True)
         return
+    user_id = who.user_id
     prefs = await svc.prefs(user_id)
     new = prefs
     if what == "str" and value in ("+1", "-1"):
@@ -1052,7 +1112,7 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
         await query.answer({"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))
         return
     await svc.save_prefs(user_id, new)
-    text, keyboard = settings_view(new, svc, update)
+    text, keyboard = settings_view(new, svc, who)
     await query.answer("Saved.")
     try:
         await query.edit_message_text(text, reply_markup=keyboard)

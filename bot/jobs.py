@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import html
 import logging
 import time
 import uuid
@@ -742,7 +743,10 @@ class JobService:
     def caption_for(self, job: JobRow, *, mention: bool) -> str:
         settings = StyleSettings.from_dict(job.settings)
         width, height = _image_size(job.result_path)
-        who = mention_html(job.user_id, job.user_name or "you") if mention else None
+        name = job.user_name or "you"
+        who = None
+        if mention:  # a negative id is a chat (an anonymous admin, a channel): no user to link to
+            who = mention_html(job.user_id, name) if job.user_id > 0 else f"<b>{html.escape(name)}</b>"
         return texts.result_caption(
             texts.style_name(job.style_preset), settings.strength, width, height, job.seconds, who
         )

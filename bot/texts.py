@@ -227,6 +227,10 @@ _HELD_LINE = {
 }
 
 
+ANONYMOUS = "Anonymous"
+CHANNEL = "Channel"  # a button press on the prompt of someone posting as a channel: its title is unknown there
+
+
 def status_heading(name: str) -> str:
     """Heads a status message that cannot reply to its photo (the group became a supergroup)."""
     return f"For <b>{html.escape(name or 'someone')}</b> (photo sent before this group was upgraded):\n"
@@ -401,10 +405,13 @@ def settings_text(
     colors: bool,
     price_line: str = "",
     owner: str | None = None,
+    anonymous: bool = False,
 ) -> str:
     """``owner``: in a group, whose panel this is (everyone sees it; one person's settings
-    follow them into every chat)."""
+    follow them into every chat, while those of posts made as a chat stay with that chat)."""
     title = f"<b>{esc(owner)}'s settings</b> (the same in every chat)" if owner else "<b>Your settings</b>"
+    if owner and anonymous:
+        title = f"<b>Settings for posts as {esc(owner)}</b> (its anonymous admins share them)"
     text = (
         f"{title}\n"
         f"Strength: {strength} (1–10)\n"

@@ -249,3 +249,33 @@ async def test_added_to_a_group_it_says_how_to_use_it_there(tg: FakeTelegram, bo
     tg.bot_membership(group, alice, old="administrator", new="left")
     await settle(0.5)
     assert len(tg.calls("sendMessage", group["id"])) == 1
+
+
+async def test_anonymous_admins_are_their_group_and_anyone_there_may_press_their_buttons(
+    tg: FakeTelegram, bot: BotRunner, bob: dict
+) -> None:
+    """Telegram sends every anonymous admin's message from one shared account: they shared one set
+    of settings across every group, and the buttons under their prompts answered nobody."""
+    painters, sculptors = tg.group_chat(-100501, "Painters"), tg.group_chat(-100502, "Sculptors")
+    anon_painters, anon_sculptors = tg.anonymous_admin(painters), tg.anonymous_admin(sculptors)
+    tg.send_text(painters, anon_painters, "/strength 9")
+    await wait_text(tg, painters["id"], "Strength set to 9")
+    tg.send_text(sculptors, anon_sculptors, "/settings")
+    (panel,) = await wait_text(tg, sculptors["id"], "Settings for posts as Sculptors")
+    assert "Strength: 5 " in text_of(panel), "another group's anonymous admins have their own settings"
+
+    photo = tg.send_photo(painters, anon_painters, image_bytes(), caption="/stylize")
+    await wait_text(tg, painters["id"], "Pick a style")
+    message, data = find_button(tg, painters["id"], "p:the-kiss:")
+    tg.press_button(message, bob, data)  # Bob may be that admin, or not: nobody can tell
+    (result,) = await wait_photo(tg, painters["id"])
+    caption = text_of(result)
+    assert reply_to(result) == msg_id(photo)
+    assert "The Kiss" in caption and "strength 9" in caption  # the group's anonymous settings
+    assert "<b>Painters</b>" in caption and "tg://user" not in caption
+
+    message, data = find_button(tg, painters["id"], "more:")
+    tg.press_button(message, bob, data)
+    await tg.wait_for("answerCallbackQuery", lambda r: "stronger" in text_of(r))
+    *_, stronger = await wait_photo(tg, painters["id"], count=2)
+    assert "strength 10" in text_of(stronger)

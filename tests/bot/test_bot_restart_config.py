@@ -348,6 +348,17 @@ async def test_allow_list_keeps_strangers_out(tg: FakeTelegram, runner: BotRunne
     tg.send_text(tg.private_chat(alice), alice, "/start")
     await wait_text(tg, alice["id"], "Hi Alice")
 
+    # In a group a stranger's command to the bot is answered (it used to be silence); the rest is not its business.
+    group = tg.group_chat()
+    photo = tg.send_photo(group, bob, image_bytes())
+    tg.send_text(group, bob, "what a nice bot")
+    tg.send_text(group, bob, "/stylize@OtherBot")
+    asked = tg.send_text(group, bob, "/stylize starry-night", reply_to=photo["message"])
+    (refusal,) = await wait_text(tg, group["id"], "this bot is private")
+    assert reply_to(refusal) == msg_id(asked)
+    await settle(0.5)
+    assert len(tg.calls("sendMessage", group["id"])) == 1
+
 
 def test_webhook_mode_runs_the_webhook_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from telegram.ext import Application

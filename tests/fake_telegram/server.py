@@ -182,6 +182,11 @@ class FakeTelegram:
             user["username"] = username
         return user
 
+    def anonymous_admin(self, group: dict) -> dict:
+        """A group admin posting anonymously: Telegram sends every such message from one shared
+        bot account, with the group itself as ``sender_chat`` (use it as any other user)."""
+        return {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot", "as": group}
+
     def private_chat(self, user: dict) -> dict:
         chat = {"id": user["id"], "type": "private", "first_name": user["first_name"]}
         self._chats[chat["id"]] = chat
@@ -222,9 +227,11 @@ class FakeTelegram:
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "chat": chat,
-            "from": user,
+            "from": {k: v for k, v in user.items() if k != "as"},
             **fields,
         }
+        if "as" in user:
+            message["sender_chat"] = user["as"]
         if reply_to:
             message["reply_to_message"] = reply_to.get("message", reply_to)
         return message
