@@ -211,7 +211,8 @@ DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please send it a
 def minutes(seconds: float | None) -> str:
     if seconds is None:
         return "a moment"
-    if seconds < 60:
+    # Rounded up (a time over a limit must not read as equal to it), and never "60 s".
+    if math.ceil(seconds) < 60:
         return f"{max(1, math.ceil(seconds))} s"
     return f"{math.ceil(seconds / 60)} min"
 
