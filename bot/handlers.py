@@ -200,7 +200,10 @@ def _draft_is_fresh(draft: Draft | None, context: Context) -> bool:
 async def gate(update: Update, context: Context) -> None:
     """Allow-list check before any other handler (no list = everyone)."""
     user = update.effective_user
-    if user is None or service(context).config.is_allowed(requester(update).user_id):
+    if user is None:
+        return
+    posted = update.effective_message if update.callback_query is None else None
+    if service(context).config.is_allowed(author(posted)[0] if posted is not None else user.id):
         return
     if update.callback_query is not None:
         await update.callback_query.answer(texts.NOT_ALLOWED, show_alert=True)

@@ -18,6 +18,7 @@ from bot_helpers import (
     FakeTelegram,
     image_bytes,
     msg_id,
+    param,
     reply_to,
     settle,
     text_of,
@@ -340,7 +341,9 @@ async def test_nst_bot_process_stops_on_sigterm_without_losing_jobs(
     }
 
 
-async def test_allow_list_keeps_strangers_out(tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict) -> None:
+async def test_allow_list_keeps_strangers_out(
+    tg: FakeTelegram, runner: BotRunner, alice: dict, bob: dict, caplog: pytest.LogCaptureFixture
+) -> None:
     runner.overrides.update(allowed_user_ids=[alice["id"]])
     await runner.start()
     tg.send_text(tg.private_chat(bob), bob, "/start")
@@ -358,6 +361,15 @@ async def test_allow_list_keeps_strangers_out(tg: FakeTelegram, runner: BotRunne
     assert reply_to(refusal) == msg_id(asked)
     await settle(0.5)
     assert len(tg.calls("sendMessage", group["id"])) == 1
+
+    # Inline mode has no chat: a stranger gets an empty answer, a user their results (no error either way).
+    bobs = tg.inline_query(bob, "")["inline_query"]["id"]
+    tg.inline_query(alice, "")
+    answered = await tg.wait_for("answerInlineQuery", lambda r: True, count=2)
+    (stranger,) = [r for r in answered if param(r, "inline_query_id") == bobs]
+    (user,) = [r for r in answered if r is not stranger]
+    assert not param(stranger, "button") and param(user, "button")  # an allowed user is offered the bot
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the gate failed on an inline query"
 
 
 def test_webhook_mode_runs_the_webhook_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
