@@ -439,8 +439,9 @@ async def _submit(
     svc = service(context)
     content = ImageRef(draft.content_file_id, draft.content_message_id)
     await _close_other_prompt(context, draft)
+    then = texts.RESEND_STYLE_PICTURE if style is not None and not who.in_group else None
     try:
-        await svc.submit(who, content, preset=preset, style=style)
+        await svc.submit(who, content, preset=preset, style=style, then=then)
     except RequestError as exc:
         # Refused (limits, a failed download): the photo still becomes the waiting one, so
         # the style the user sends later paints *this* photo, not an older one.

@@ -437,7 +437,8 @@ class JobService:
             preset = presets.get(preset).slug
         if settings is None:
             settings = self.style_settings(await self.prefs(who.user_id))
-        active = await self.db.active_jobs(who.user_id)
+        # A cancelled job that is still stopping (a step or two) no longer counts: "Cancelled" means room.
+        active = [job for job in await self.db.active_jobs(who.user_id) if job.id not in self._cancel_requested]
         style_file_id = style.file_id if style else None
         for job in active:  # a double tap on a button, say: the same picture twice, byte for byte
             same_style = (job.style_preset, job.style_file_id) == (preset, style_file_id)
@@ -602,6 +603,8 @@ class JobService:
         typical = await self.db.typical_seconds() or 30.0
         out = []
         for job in await self.db.active_jobs(user_id, chat_id):
+            if job.id in self._cancel_requested:
+                continue  # "Cancelled" was said; it is only finishing its step
             position = await self.executor.position(job.id)
             eta = await self.executor.eta(job.id)
             if eta is None:

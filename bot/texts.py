@@ -279,6 +279,10 @@ def failed(reason: str, *, too_slow: bool = False) -> str:
 
 #: How to ask again after a refusal, for a request that came from a photo and a style...
 RESEND_STYLE = "I've kept this photo: then just send the style (or its name) again."
+#: ...when the refused message was itself the style picture (it is not the photo that was kept)...
+RESEND_STYLE_PICTURE = (
+    "I've kept your photo from before this picture: then send this picture (or a style's name) again."
+)
 #: ...in a group, where a typed style name is not the bot's business...
 RESEND_IN_GROUP = "Then reply to the photo with /stylize and the style's name again."
 #: ...or from a button under a result (sending the style again would lose the button's setting).

@@ -123,6 +123,30 @@ async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: Bot
     assert text_of(queue).count("Starry Night") == 2
 
 
+async def test_a_refused_style_picture_is_not_called_the_kept_photo(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """The refusal said "I've kept this photo" under the style picture: users took it for a photo in line."""
+    runner.overrides.update(max_jobs_per_user=1)
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    photo = tg.send_photo(chat, alice, image_bytes(seed=2))
+    await wait_text(tg, chat["id"], "Now pick a style")
+    style = tg.send_photo(chat, alice, image_bytes(seed=3))
+    (refused,) = await wait_text(tg, chat["id"], "You already have 1 picture")
+    assert reply_to(refused) == msg_id(style)
+    assert "kept your photo from before this picture" in text_of(refused)
+    assert "kept this photo" not in text_of(refused)
+
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Cancelled 1 picture")
+    tg.send_photo(chat, alice, image_bytes(seed=3))  # at once, as the refusal said: the picture again
+    # The new job's status message replies to the photo it paints.
+    await tg.wait_for("sendMessage", lambda r: "queue" in text_of(r) and reply_to(r) == msg_id(photo))
+
+
 async def test_stats_is_for_admins_only(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     tg.send_text(chat, alice, "/stats")
