@@ -913,21 +913,36 @@ async def _nudge(svc: JobService, who: Requester) -> str:
     return texts.NEED_PHOTO
 
 
+async def _style_awaited(update: Update, context: Context) -> bool:
+    """Whether the sender's photo is waiting for its style: then what they send is meant as one."""
+    who = requester(update)
+    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
+    return draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
+
+
 async def on_sticker(update: Update, context: Context) -> None:
     assert update.effective_message is not None
-    await reply(update.effective_message, texts.STICKER)
+    waiting = await _style_awaited(update, context)
+    await reply(
+        update.effective_message, f"{texts.STICKER_NO_STYLE} {texts.WAITING_FOR_STYLE}" if waiting else texts.STICKER
+    )
 
 
 async def on_other_document(update: Update, context: Context) -> None:
     message = update.effective_message
     assert message is not None and message.document is not None
     doc = message.document
-    await reply(message, texts.not_an_image(doc.mime_type, doc.file_name))
+    waiting = await _style_awaited(update, context)
+    await reply(message, texts.not_an_image(doc.mime_type, doc.file_name, waiting=waiting))
 
 
 async def on_other(update: Update, context: Context) -> None:
+    """A voice message, a video, a location...: not a photo, and while a photo waits, not a style."""
     assert update.effective_message is not None
-    await reply(update.effective_message, texts.NEED_PHOTO)
+    waiting = await _style_awaited(update, context)
+    await reply(
+        update.effective_message, f"{texts.NO_STYLE_IN_THAT} {texts.WAITING_FOR_STYLE}" if waiting else texts.NEED_PHOTO
+    )
 
 
 async def on_unknown_command(update: Update, context: Context) -> None:

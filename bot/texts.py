@@ -135,6 +135,9 @@ WAITING_FOR_STYLE = (
     "type a style name like <code>starry-night</code>, or send a picture to copy the style from."
 )
 STICKER = "Stickers are fun, but I can only paint photos. 📷 Send me a photo."
+#: What can't be a style, said while a photo waits for one (so another photo isn't sent as a "photo").
+STICKER_NO_STYLE = "I can't copy a style from a sticker."
+NO_STYLE_IN_THAT = "I can't copy a style from that."
 GROUP_USAGE = (
     "Reply to a photo with <code>/stylize starry-night</code>, or reply to it with just /stylize to pick a style."
 )
@@ -170,10 +173,13 @@ def unknown_preset(name: str, suggestions: Sequence[str] = ()) -> str:
     return f"I don't know a style called “{esc(name)}”.{hint} See /styles for the list."
 
 
-def not_an_image(mime: str | None, file_name: str | None) -> str:
+def not_an_image(mime: str | None, file_name: str | None, *, waiting: bool = False) -> str:
+    """``waiting``: a photo is waiting for its style, which this file can't be either."""
     what = "That file"
     if mime == "application/pdf" or (file_name or "").lower().endswith(".pdf"):
         what = "That's a PDF, and it"
+    if waiting:
+        return f"{what} isn't an image I can copy a style from. {WAITING_FOR_STYLE}"
     return f"{what} isn't an image I can paint. Please send a JPEG or PNG photo. 📷"
 
 

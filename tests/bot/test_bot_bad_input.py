@@ -28,6 +28,8 @@ async def test_text_sticker_and_other_files(tg: FakeTelegram, bot: BotRunner, al
     chat = tg.private_chat(alice)
     tg.send_text(chat, alice, "hello, paint me something")
     await wait_text(tg, chat["id"], "I need a photo to paint")
+    tg.send_voice(chat, alice)
+    await wait_text(tg, chat["id"], "I need a photo to paint", count=2)
     tg.send_sticker(chat, alice)
     await wait_text(tg, chat["id"], "Stickers are fun")
     tg.send_document(chat, alice, b"%PDF-1.4\n%...", file_name="cv.pdf", mime_type="application/pdf")
@@ -39,6 +41,16 @@ async def test_text_sticker_and_other_files(tg: FakeTelegram, bot: BotRunner, al
     await wait_text(tg, chat["id"], "pick a style")
     tg.send_text(chat, alice, "what now?")
     await wait_text(tg, chat["id"], "waiting for a style")
+    # ...and so do a sticker, a voice message and a file, which used to be told to send a photo:
+    # the next photo would then have become the waiting photo's style.
+    tg.send_sticker(chat, alice)
+    (sticker,) = await wait_text(tg, chat["id"], "copy a style from a sticker")
+    tg.send_voice(chat, alice)
+    (voice,) = await wait_text(tg, chat["id"], "copy a style from that")
+    tg.send_document(chat, alice, b"PK\x03\x04zip", file_name="photos.zip", mime_type="application/zip")
+    (file,) = await wait_text(tg, chat["id"], "isn't an image I can copy a style from")
+    for answer in (sticker, voice, file):
+        assert "I have your photo" in text_of(answer) and "Send me a photo" not in text_of(answer)
 
 
 async def test_corrupted_truncated_and_huge_images(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:

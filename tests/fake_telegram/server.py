@@ -341,6 +341,11 @@ class FakeTelegram:
         }
         return self._push({"message": self._user_message(chat, user, None, sticker=sticker)})
 
+    def send_voice(self, chat: dict, user: dict) -> dict:
+        file_id, unique_id = self.add_file(b"OggS....")
+        voice = {"file_id": file_id, "file_unique_id": unique_id, "duration": 2, "mime_type": "audio/ogg"}
+        return self._push({"message": self._user_message(chat, user, None, voice=voice)})
+
     def press_button(self, message: dict, user: dict, data: str) -> dict:
         """A callback query on a message the bot sent (pass the message as returned by the bot)."""
         return self._push(
