@@ -156,15 +156,22 @@ class StatusMessage:
             self.flusher = self.service.spawn(self._flush_after(max(0.0, wait)))
 
     async def _flush_after(self, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        while (wait := self.service.group_edit_wait(self.chat_id)) > 0:
-            await asyncio.sleep(wait)
-        async with self.lock:
-            text, self.pending = self.pending, None
-            if self.closed or text is None or text == self.text:
-                return
-            await self._edit(text)
+        # A change that comes while an edit is on its way waits for this task, not a new one:
+        # so it goes round again, or a queue position could stay stale until the next event.
+        while True:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while (wait := self.service.group_edit_wait(self.chat_id)) > 0:
+                await asyncio.sleep(wait)
+            async with self.lock:
+                text, self.pending = self.pending, None
+                if self.closed or text is None:
+                    return
+                if text != self.text:
+                    await self._edit(text)
+                if self.pending is None:
+                    return
+            delay = self.service.config.status_interval_s - (time.monotonic() - self.sent_at)
 
     async def _edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         self.text = text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import re
@@ -15,6 +16,7 @@ from bot_helpers import (
     find_button,
     image_bytes,
     msg_id,
+    param,
     photo_requests,
     reply_to,
     settle,
@@ -35,6 +37,10 @@ def _minutes(text: str, before: str) -> int:
     assert match, text
     number, unit = int(match[1]), match[2]
     return number if unit == "min" else math.ceil(number / 60)
+
+
+def find_button_data(message: dict) -> str:
+    return message["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
 
 
 def slow_executor() -> LocalExecutor:
@@ -145,6 +151,37 @@ async def test_a_refused_style_picture_is_not_called_the_kept_photo(
     tg.send_photo(chat, alice, image_bytes(seed=3))  # at once, as the refusal said: the picture again
     # The new job's status message replies to the photo it paints.
     await tg.wait_for("sendMessage", lambda r: "queue" in text_of(r) and reply_to(r) == msg_id(photo))
+
+
+async def test_a_queue_position_that_changes_during_an_edit_is_still_shown(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """A change that came while the previous edit was on its way waited for the next event: after a
+    restart a picture read "In the queue: #2" while it was next, for the whole of the painting before it."""
+    runner.overrides.update(max_jobs_per_user=4)
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(3000,)))
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=0), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    for seed, style in enumerate(("great-wave", "the-kiss", "the-scream"), start=1):
+        tg.send_photo(chat, alice, image_bytes(seed=seed), caption=style)
+        await wait_text(tg, chat["id"], "queue", count=seed + 1)
+    status = sorted((m for m in tg.messages(chat["id"]) if "reply_markup" in m), key=lambda m: m["message_id"])
+    _, second, third, last = status
+    assert "In the queue: #3" in last["text"]
+
+    held = tg.hold("editMessageText", "#2")  # the last one's move up answers slowly...
+    tg.press_button(second, alice, find_button_data(second))
+    await asyncio.wait_for(held.reached.wait(), 10)
+    tg.press_button(third, alice, find_button_data(third))  # ...and meanwhile it is next
+    await tg.wait_for("answerCallbackQuery", lambda r: True, count=2)
+    await settle(0.5)
+    held.release()
+    await tg.wait_for(
+        "editMessageText",
+        lambda r: int(param(r, "message_id")) == last["message_id"] and "You're next" in text_of(r),
+        timeout=5,
+    )
 
 
 async def test_stats_is_for_admins_only(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
