@@ -47,6 +47,7 @@ from telegram.ext import (
 from bot import texts
 from bot.db import Draft, JobRow
 from bot.jobs import SIZE_NAMES, ImageRef, JobService, Prefs, Requester, RequestError
+from bot.style_names import find_preset
 from nst_core import presets
 from nst_core.settings import Quality, StyleSettings
 
@@ -139,43 +140,6 @@ async def reply(message: Message, text: str, **kwargs: object) -> Message:
     return await message.reply_text(
         text, reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True), **kwargs
     )
-
-
-def find_preset(text: str) -> tuple[str | None, tuple[str, ...]]:
-    """(slug, ()) if ``text`` names a preset (by slug or title), else (None, the slugs it may mean)."""
-    name = text.strip().strip("\"'“”").strip()
-    if not name:
-        return None, ()
-    try:
-        return presets.get(name).slug, ()
-    except presets.PresetError:
-        pass
-    lowered = name.lower()
-    catalog = presets.catalog().values()
-    for p in catalog:
-        if lowered in (p.title.lower(), p.short_title.lower()):
-            return p.slug, ()
-    # "scream", "the kiss", "mondrian", "klimt": a part of exactly one slug or title, or the
-    # painter's surname, is enough ("van gogh" is two paintings; "claude" may be the sitter).
-    key = lowered.replace(" ", "-")
-    partial = [
-        p.slug
-        for p in catalog
-        if len(key) >= 4 and (key in p.slug or lowered in p.title.lower() or lowered in _surnames(p.artist))
-    ]
-    if len(partial) == 1:
-        return partial[0], ()
-    if partial:  # "van gogh": offer both rather than guess one
-        return None, tuple(partial)
-    # Only short texts are taken for a misspelt name; a sentence is just a caption.
-    close = presets.suggest(name) if len(name.split()) <= 3 else None
-    return None, (close,) if close else ()
-
-
-def _surnames(artist: str) -> set[str]:
-    """ "Vincent van Gogh" -> {"vincent van gogh", "van gogh", "gogh"}: what a caption may call him."""
-    words = artist.lower().split()
-    return {" ".join(words), " ".join(words[1:]), words[-1]}
 
 
 def preset_keyboard(token: str, user_id: int) -> InlineKeyboardMarkup:
@@ -898,8 +862,9 @@ async def on_text(update: Update, context: Context) -> None:
             await _submit(message, who, draft, context, preset=slug)
         elif suggestion:
             await reply(message, texts.unknown_preset(message.text, suggestion))
-        elif draft.awaiting_style:
-            await reply(message, texts.WAITING_FOR_STYLE)
+        elif draft.awaiting_style:  # a short text is a name it doesn't know; a sentence, a question
+            short = len(message.text.split()) <= 3
+            await reply(message, texts.not_a_style_name(message.text) if short else texts.WAITING_FOR_STYLE)
         else:
             await reply(message, await _nudge(svc, who))
         return

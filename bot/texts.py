@@ -173,6 +173,11 @@ def unknown_preset(name: str, suggestions: Sequence[str] = ()) -> str:
     return f"I don't know a style called “{esc(name)}”.{hint} See /styles for the list."
 
 
+def not_a_style_name(name: str) -> str:
+    """Said to a short text while a photo waits for its style."""
+    return f"I don't know a style called “{esc(name)}”. {WAITING_FOR_STYLE}"
+
+
 def not_an_image(mime: str | None, file_name: str | None, *, waiting: bool = False) -> str:
     """``waiting``: a photo is waiting for its style, which this file can't be either."""
     what = "That file"

@@ -317,6 +317,21 @@ async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot
     assert len(photo_requests(tg, chat["id"])) == 2
 
 
+async def test_a_typed_name_it_does_not_know_is_said_so_and_a_sentence_may_name_one(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """ "picasso" got the generic "I'm waiting for a style" reminder, and a sentence naming a title nothing."""
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes())
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_text(chat, alice, "picasso")
+    (unknown,) = await wait_text(tg, chat["id"], "I don't know a style called “picasso”")
+    assert "I have your photo" in text_of(unknown)
+    tg.send_text(chat, alice, "Make it look like The Starry Night, please!")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "The Starry Night" in text_of(result) and reply_to(result) == msg_id(photo)
+
+
 @pytest.fixture
 def unreachable_presets(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[int]]:
     """An empty preset cache and sources on a local server that hangs up on every request.
