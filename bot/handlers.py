@@ -668,9 +668,15 @@ async def cmd_queue(update: Update, context: Context) -> None:
         await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
         return
     hold = service(context).hold
+    names = [texts.style_name(job.style_preset) for job, _, _ in rows]
+    # After Stronger and Weaker, two of one style: the strength tells them apart.
+    names = [
+        f"{name} (strength {StyleSettings.from_dict(job.settings).strength})" if names.count(name) > 1 else name
+        for name, (job, _, _) in zip(names, rows, strict=True)
+    ]
     lines = [
-        texts.queue_line(i, texts.style_name(job.style_preset), position, eta, hold)
-        for i, (job, position, eta) in enumerate(rows, 1)
+        texts.queue_line(i, name, position, eta, hold)
+        for i, (name, (_, position, eta)) in enumerate(zip(names, rows, strict=True), 1)
     ]
     await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them.")
 
@@ -1162,13 +1168,13 @@ def register(app: Application) -> None:
     app.add_handler(CommandHandler("start", cmd_start))
     app.add_handler(CommandHandler("help", cmd_help))
     app.add_handler(CommandHandler("style", cmd_style))
-    app.add_handler(CommandHandler("styles", cmd_styles))
+    app.add_handler(CommandHandler(["styles", "presets", "paintings"], cmd_styles))
     app.add_handler(CommandHandler("stylize", cmd_stylize))
     app.add_handler(CommandHandler("settings", cmd_settings))
     app.add_handler(CommandHandler("strength", cmd_strength))
     app.add_handler(CommandHandler("size", cmd_size))
     app.add_handler(CommandHandler("quality", cmd_quality))
-    app.add_handler(CommandHandler(["colors", "colours"], cmd_colors))
+    app.add_handler(CommandHandler(["colors", "colours", "color", "colour"], cmd_colors))
     app.add_handler(CommandHandler("reset", cmd_reset))
     app.add_handler(CommandHandler("cancel", cmd_cancel))
     app.add_handler(CommandHandler("queue", cmd_queue))

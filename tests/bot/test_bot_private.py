@@ -380,3 +380,5 @@ async def test_styles_gallery_shows_titles_and_artists(tg: FakeTelegram, bot: Bo
     assert len(captions) == 11
     assert any("The Starry Night" in c and "Vincent van Gogh" in c for c in captions)
     await wait_text(tg, chat["id"], "pick one of these")
+    tg.send_text(chat, alice, "/presets")  # what the CLI calls them; "I don't know that command" before
+    await tg.wait_for("sendMediaGroup", count=4)

@@ -129,6 +129,23 @@ async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: Bot
     assert text_of(queue).count("Starry Night") == 2
 
 
+async def test_queue_tells_two_pictures_of_one_style_apart(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    tg.send_text(chat, alice, "/strength 8")
+    await wait_text(tg, chat["id"], "Strength set to 8")
+    tg.send_photo(chat, alice, image_bytes(seed=2), caption="starry-night")
+    await wait_text(tg, chat["id"], "You're next in the queue")
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "Your pictures")
+    assert "1. The Starry Night (strength 5) — painting now" in text_of(queue)
+    assert "2. The Starry Night (strength 8) — next in the queue" in text_of(queue)
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Cancelled 2 pictures")
+
+
 async def test_a_refused_style_picture_is_not_called_the_kept_photo(
     tg: FakeTelegram, runner: BotRunner, alice: dict
 ) -> None:

@@ -31,6 +31,8 @@ async def test_each_setting_command(tg: FakeTelegram, bot: BotRunner, alice: dic
         ("/strength 8", "Strength set to 8"),
         ("/size small", "Size set to small"),
         ("/quality fast", "Quality set to fast"),
+        ("/color on", "keep your photo's colours"),  # the other spellings people type are taken too
+        ("/colours off", "take the painting's colours"),
         ("/colors on", "keep your photo's colours"),
     ]:
         tg.send_text(chat, alice, command)
