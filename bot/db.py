@@ -329,6 +329,15 @@ class Database:
         await self.conn.commit()
         return True
 
+    async def delivered_of(self, user_id: int, chat_id: int, content_file_id: str) -> list[JobRow]:
+        """The user's delivered pictures of one photo in one chat, newest first."""
+        rows = await self._all(
+            "SELECT * FROM jobs WHERE user_id = ? AND chat_id = ? AND content_file_id = ? AND status = 'done' "
+            "AND delivered_at IS NOT NULL ORDER BY created_at DESC, rowid DESC",
+            (user_id, chat_id, content_file_id),
+        )
+        return [JobRow.from_row(r) for r in rows]
+
     async def recent_results(self, user_id: int, limit: int = 20) -> list[Result]:
         rows = await self._all(
             "SELECT * FROM results WHERE user_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?", (user_id, limit)

@@ -916,6 +916,13 @@ async def on_other(update: Update, context: Context) -> None:
     )
 
 
+async def on_edited(update: Update, context: Context) -> None:
+    """An edited text or caption in a private chat: acting on it could paint a photo twice, and
+    silence looked like the bot had missed it."""
+    assert update.effective_message is not None
+    await reply(update.effective_message, texts.EDIT_IGNORED)
+
+
 async def on_unknown_command(update: Update, context: Context) -> None:
     assert update.effective_message is not None
     await reply(update.effective_message, "I don't know that command. See /help.")
@@ -1015,6 +1022,12 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
         await query.answer(texts.STRONGEST if delta > 0 else texts.WEAKEST, show_alert=True)
         return
     svc = service(context)
+    wanted = settings.replace(strength=strength)
+    for done in await svc.db.delivered_of(who.user_id, job.chat_id, job.content_file_id):
+        same_style = (done.style_preset, done.style_file_id) == (job.style_preset, job.style_file_id)
+        if same_style and StyleSettings.from_dict(done.settings) == wanted:  # it would come out the same
+            await query.answer(texts.already_painted(strength), show_alert=True)
+            return
     style = ImageRef(job.style_file_id, None) if job.style_file_id else None
     try:
         await svc.submit(
@@ -1022,7 +1035,7 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
             ImageRef(job.content_file_id, job.content_message_id),
             preset=job.style_preset,
             style=style,
-            settings=settings.replace(strength=strength),
+            settings=wanted,
             then=texts.PRESS_AGAIN,
         )
     except RequestError as exc:
@@ -1189,6 +1202,8 @@ def register(app: Application) -> None:
     app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & IMAGE, on_group_album_part))
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
+    edited = filters.ChatType.PRIVATE & filters.UpdateType.EDITED_MESSAGE
+    app.add_handler(MessageHandler(edited & (filters.TEXT | filters.CAPTION), on_edited))  # not live locations
     app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT, on_text))
     app.add_handler(MessageHandler(private & ~filters.StatusUpdate.ALL & ~filters.UpdateType.EDITED_MESSAGE, on_other))

@@ -392,6 +392,12 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
 
 
+def already_painted(strength: int) -> str:
+    """A Stronger/Weaker press whose picture was painted before (the engine would paint it the same)."""
+    return f"This photo at strength {strength} is already in this chat: use the buttons under that one."
+
+
+EDIT_IGNORED = "I only read new messages, not edits: please send it again."
 STRONGEST = "That's already the strongest setting."
 WEAKEST = "That's already the weakest setting."
 NO_CHANGE = "No change."

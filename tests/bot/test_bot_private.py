@@ -101,6 +101,9 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     results = await wait_photo(tg, chat["id"], count=3)
     assert "strength 3" in text_of(results[2])
     assert "strength 7" not in text_of(results[2])  # no second copy of the stronger one in between
+    # Once painted, the same press again made an identical copy; now it points to the one there is.
+    tg.press_button(result_msg, alice, data["➕ Stronger"])
+    await tg.wait_for("answerCallbackQuery", lambda r: "strength 7 is already in this chat" in text_of(r))
 
     tg.press_button(result_msg, alice, data["🎨 Another style"])
     (again,) = await wait_text(tg, chat["id"], "Pick another style")
@@ -127,6 +130,18 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     await tg.wait_for("answerCallbackQuery", lambda r: "no longer on the server" in text_of(r))
     await settle(0.3)
     assert len(tg.calls("sendDocument")) == 1 and not any("Sending" in a for a in answers(tg)[-1:])
+
+
+async def test_an_edited_message_is_answered_not_ignored(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """Fixing a typo by editing got silence: the bot reads only new messages, and now says so."""
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes(), caption="starry nigth")
+    await wait_text(tg, chat["id"], "Did you mean")
+    tg.edit_message(photo, caption="starry night")
+    (answer,) = await wait_text(tg, chat["id"], "not edits")
+    assert reply_to(answer) == msg_id(photo)
+    await settle(0.5)
+    assert photo_requests(tg, chat["id"]) == []  # nothing painted twice, or at all, from an edit
 
 
 async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:

@@ -341,6 +341,11 @@ class FakeTelegram:
         }
         return self._push({"message": self._user_message(chat, user, None, sticker=sticker)})
 
+    def edit_message(self, update: dict, **changes: Any) -> dict:
+        """The user edits a message they sent (``text=`` or ``caption=``): an edited_message update."""
+        message = {**update["message"], **changes, "edit_date": int(time.time())}
+        return self._push({"edited_message": message})
+
     def send_voice(self, chat: dict, user: dict) -> dict:
         file_id, unique_id = self.add_file(b"OggS....")
         voice = {"file_id": file_id, "file_unique_id": unique_id, "duration": 2, "mime_type": "audio/ogg"}
