@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS results (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_user ON results (user_id, created_at);
+-- Groups upgraded to supergroups: the old id's buttons and allow-list entry still mean the group.
+CREATE TABLE IF NOT EXISTS moved_chats (
+    old_chat_id INTEGER PRIMARY KEY,
+    new_chat_id INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS preset_files (
     slug     TEXT PRIMARY KEY,
     file_id  TEXT NOT NULL
@@ -278,7 +283,17 @@ class Database:
             (new_chat_id, old_chat_id),
         )
         await self._write("DELETE FROM drafts WHERE chat_id = ?", (old_chat_id,))
+        # Its anonymous admins post as the group (see bot.handlers.author): they move with it.
+        await self._write("UPDATE jobs SET user_id = ? WHERE user_id = ?", (new_chat_id, old_chat_id))
+        await self._write("UPDATE results SET user_id = ? WHERE user_id = ?", (new_chat_id, old_chat_id))
+        await self._write("UPDATE OR IGNORE users SET user_id = ? WHERE user_id = ?", (new_chat_id, old_chat_id))
+        await self._write("INSERT OR REPLACE INTO moved_chats VALUES (?, ?)", (old_chat_id, new_chat_id))
         return ids
+
+    async def moved_chats(self) -> dict[int, int]:
+        """Old chat id -> new, for every group upgraded to a supergroup while the bot was in it."""
+        rows = await self._all("SELECT old_chat_id, new_chat_id FROM moved_chats")
+        return {r["old_chat_id"]: r["new_chat_id"] for r in rows}
 
     async def jobs_with_status(self, statuses: Iterable[str]) -> list[JobRow]:
         states = tuple(statuses)

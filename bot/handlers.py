@@ -30,7 +30,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import Forbidden, TelegramError
+from telegram.error import ChatMigrated, Forbidden, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -167,16 +167,18 @@ async def gate(update: Update, context: Context) -> None:
     if user is None:
         return
     posted = update.effective_message if update.callback_query is None else None
-    if service(context).config.is_allowed(author(posted)[0] if posted is not None else user.id):
+    asking = author(posted)[0] if posted is not None else user.id
+    svc = service(context)
+    if any(svc.config.is_allowed(i) for i in (asking, *svc.earlier_ids(asking))):  # a group's id before an upgrade
         return
     if update.callback_query is not None:
         await update.callback_query.answer(texts.NOT_ALLOWED, show_alert=True)
     elif update.inline_query is not None:
         await update.inline_query.answer([], cache_time=60, is_personal=True)
-    elif (message := update.effective_message) is not None and (
-        update.effective_chat.type == ChatType.PRIVATE or _asks_me(message, context)
-    ):
+    elif (message := update.effective_message) is not None and update.effective_chat.type == ChatType.PRIVATE:
         await message.reply_text(texts.NOT_ALLOWED)
+    elif message is not None and _asks_me(message, context):  # others in the group may use it
+        await message.reply_text(texts.NOT_ALLOWED_IN_GROUP)
     raise ApplicationHandlerStop
 
 
@@ -347,7 +349,7 @@ async def _send_prompt(context: Context, draft: Draft, sending: Awaitable[Messag
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
     old = prompts.get((draft.chat_id, draft.user_id))
     if old is not None and old[0] != draft.token:
-        await _close_prompt(context, draft.chat_id, draft.user_id, old[0], texts.PROMPT_REPLACED)
+        await _close_prompt(context, draft.chat_id, draft.user_id, old[0], _replaced(draft))
     sent = await sending
     prompts[(draft.chat_id, draft.user_id)] = (draft.token, sent.message_id)
 
@@ -370,7 +372,11 @@ async def _close_other_prompt(context: Context, draft: Draft) -> None:
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
     known = prompts.get((draft.chat_id, draft.user_id))
     if known is not None and known[0] != draft.token:
-        await _close_prompt(context, draft.chat_id, draft.user_id, known[0], texts.PROMPT_REPLACED)
+        await _close_prompt(context, draft.chat_id, draft.user_id, known[0], _replaced(draft))
+
+
+def _replaced(draft: Draft) -> str:
+    return texts.PROMPT_REPLACED_ANONYMOUS if draft.user_id < 0 else texts.PROMPT_REPLACED
 
 
 def _forget_prompt(context: Context, chat_id: int, user_id: int, token: str) -> int | None:
@@ -937,6 +943,9 @@ async def on_callback(update: Update, context: Context) -> None:
     if handler is None or query.message is None or not hasattr(query.message, "chat"):
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return
+    if kind != "x" and service(context).moved_to(query.message.chat.id):  # Cancel posts nothing: it still works
+        await query.answer(texts.GROUP_UPGRADED, show_alert=True)
+        return
     await handler(update, context, rest)
 
 
@@ -1159,6 +1168,13 @@ async def on_error(update: object, context: Context) -> None:
     """Log it; tell the user something went wrong (never the details)."""
     if isinstance(context.error, Forbidden):  # blocked the bot / kicked from the group: nobody to tell
         log.info("can't answer an update: %s", context.error)
+        return
+    if isinstance(context.error, ChatMigrated) and isinstance(update, Update) and update.effective_chat:
+        # A group upgraded while nothing of the bot's was in the works there: learnt from the refusal.
+        await service(context).chat_migrated(update.effective_chat.id, context.error.new_chat_id)
+        if update.callback_query is not None:
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer(texts.GROUP_UPGRADED, show_alert=True)
         return
     log.error("error while handling an update", exc_info=context.error)
     if isinstance(update, Update):

@@ -278,6 +278,7 @@ class JobService:
         self._retried: set[str] = set()  # jobs submitted again after a retryable failure (once each)
         self._redeliveries: dict[str, int] = {}
         self._group_edit_at: dict[int, float] = {}  # chat id -> when its next status edit may go
+        self._moved: dict[int, int] = {}  # basic group id -> the supergroup it became
         # Timers, not work: cancelled at once on stop (recovery delivers what they would have).
         self._timers: set[asyncio.Task[Any]] = set()
 
@@ -291,6 +292,7 @@ class JobService:
     async def start(self, bot: Bot) -> None:
         """Open the executor and bring back what the last run left behind."""
         self._bot = bot
+        self._moved = await self.db.moved_chats()
         self.config.results_dir.mkdir(parents=True, exist_ok=True)
         self.max_size = await asyncio.to_thread(self._device_max_size)
         await self.executor.start(self._on_event)
@@ -700,17 +702,28 @@ class JobService:
         Telegram says so twice (a service message in each chat) and every call to
         the old id fails with the new one, so this may run more than once.
         """
+        first = old_chat_id not in self._moved
+        self._moved[old_chat_id] = new_chat_id
         moved = await self.db.move_chat(old_chat_id, new_chat_id)
-        if moved:
+        if first:
             log.info("chat %s became %s; %d job(s) moved with it", old_chat_id, new_chat_id, len(moved))
-        for job_id in moved:
-            status = self._status.get(job_id)
+        # Every status message still in the old chat: a job recovered at start-up may have opened
+        # its message there after the database had already moved it.
+        for job_id, status in [(j, s) for j, s in self._status.items() if s.chat_id == old_chat_id]:
             job = await self.db.get_job(job_id)
-            if status is None or job is None:
+            if job is None:
                 continue
             message_id = await status.move_to(new_chat_id, texts.status_heading(job.user_name))
             if message_id is not None:
                 await self.db.update_job(job_id, status_message_id=message_id)
+
+    def moved_to(self, chat_id: int) -> int | None:
+        """The supergroup a group became, if it was upgraded."""
+        return self._moved.get(chat_id)
+
+    def earlier_ids(self, chat_id: int) -> list[int]:
+        """The ids a supergroup had as a basic group (its allow-list entry may name one)."""
+        return [old for old, new in self._moved.items() if new == chat_id]
 
     async def user_blocked(self, job_id: str) -> None:
         """The user blocked the bot, or it was removed from the group: drop the job (and stop

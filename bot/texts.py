@@ -115,6 +115,14 @@ COMMANDS: list[tuple[str, str]] = [
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
 YOUR_PICTURE = "your picture"
 PROMPT_REPLACED = "Closed: a newer request of yours took this one's place."
+#: ...when it was posted as the group (anonymous admins share that one identity).
+PROMPT_REPLACED_ANONYMOUS = "Closed: a newer request posted as this group took this one's place."
+#: A button under a message from before the group became a supergroup: Telegram refuses to post there.
+GROUP_UPGRADED = (
+    "This group was upgraded to a supergroup since, and I can't post under messages from before that. "
+    "Send the photo again, or use the buttons under newer pictures."
+)
+NOT_ALLOWED_IN_GROUP = "Sorry, only some people may use this bot."
 STYLE_ALREADY_CHOSEN = (
     "You already picked a style for this photo. For another one as well, "
     "use 🎨 Another style under the result, or send the photo again."

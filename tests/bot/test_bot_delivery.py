@@ -17,6 +17,7 @@ from bot_helpers import (
     image_bytes,
     msg_id,
     param,
+    photo_requests,
     reply_to,
     settle,
     text_of,
@@ -101,6 +102,71 @@ async def test_a_group_upgraded_mid_job_keeps_its_status_queue_and_cancel_button
     await settle(0.5)
     refused = [r for r in tg.requests if "chat_id" in r.params and chat_of(r) == group["id"] and r.status != 200]
     assert len(refused) <= 1, "one refused call at most (an edit in flight at the upgrade)"
+
+
+async def test_anonymous_admins_keep_their_pictures_settings_and_access_through_an_upgrade(
+    tg: FakeTelegram, runner: BotRunner
+) -> None:
+    """They post as the group, whose id the upgrade changes: their picture, settings and allow-list
+    entry stayed behind with the old id ("nothing in the works", strength 5, "this bot is private")."""
+    runner.overrides.update(allowed_user_ids=[-4003])
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(3000,)))  # still painting at the end
+    group = tg.group_chat(-4003, "Family", kind="group")
+    admins = tg.anonymous_admin(group)
+    tg.send_text(group, admins, "/strength 9")
+    await wait_text(tg, group["id"], "Strength set to 9")
+    tg.send_photo(group, admins, image_bytes(), caption="/stylize the-kiss")
+    await wait_text(tg, group["id"], "Painting…", method="editMessageText")
+    supergroup = tg.upgrade_group(group, admins, -1004003)
+    admins = tg.anonymous_admin(supergroup)
+    await wait_text(tg, supergroup["id"], "For <b>Family</b>")
+
+    tg.send_text(supergroup, admins, "/queue")
+    (queue,) = await wait_text(tg, supergroup["id"], "Your pictures")
+    assert "The Kiss — painting now" in text_of(queue)
+    tg.send_text(supergroup, admins, "/settings")
+    (panel,) = await wait_text(tg, supergroup["id"], "Settings for posts as Family")
+    assert "Strength: 9 " in text_of(panel)
+    tg.send_text(supergroup, admins, "/cancel")
+    await wait_text(tg, supergroup["id"], "Cancelled 1 picture")
+
+
+async def test_buttons_from_before_an_upgrade_say_so(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """They failed without a word: the bot posts where the button is, which the old chat refuses."""
+    for old_id, announce in ((-4005, True), (-4006, False)):  # told of the upgrade, or only refused
+        group = tg.group_chat(old_id, "Painters", kind="group")
+        tg.send_photo(group, alice, image_bytes(), caption="/stylize great-wave")
+        await wait_photo(tg, group["id"])
+        result, stronger = find_button(tg, group["id"], "more:")
+        _, other = find_button(tg, group["id"], "other:")
+        supergroup = tg.upgrade_group(group, alice, old_id - 1000000000000, announce=announce)
+        await settle(0.5)
+        before = len(tg.requests)
+        tg.press_button(result, alice, other)
+        await tg.wait_for("answerCallbackQuery", lambda r: "upgraded to a supergroup" in text_of(r), count=1)
+        tg.press_button(result, alice, stronger)
+        await tg.wait_for("answerCallbackQuery", lambda r: "upgraded to a supergroup" in text_of(r), count=2)
+        await settle(0.5)
+        assert not [r for r in tg.requests[before:] if r.method.startswith("send") and r.status == 200]
+        assert not photo_requests(tg, supergroup["id"])
+        tg.requests.clear()  # the second group's answers are counted from none
+
+
+async def test_an_upgrade_while_the_bot_was_stopped_moves_the_status_message_too(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """The job moved but its status stayed in the old chat, where every edit was refused."""
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(3000,)))
+    group = tg.group_chat(-4007, "Painters", kind="group")
+    tg.send_photo(group, alice, image_bytes(), caption="/stylize the-kiss")
+    await wait_text(tg, group["id"], "Painting…", method="editMessageText")
+    await runner.stop()
+    supergroup = tg.upgrade_group(group, alice, -1004007)
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(3000,)))
+    await wait_text(tg, supergroup["id"], "For <b>Alice</b>")
+    status, cancel = find_button(tg, supergroup["id"], "x:")
+    tg.press_button(status, alice, cancel)
+    await wait_text(tg, supergroup["id"], "Cancelled", method="editMessageText")
 
 
 async def test_a_refused_photo_is_the_one_the_next_style_paints(

@@ -357,7 +357,7 @@ async def test_allow_list_keeps_strangers_out(
     tg.send_text(group, bob, "what a nice bot")
     tg.send_text(group, bob, "/stylize@OtherBot")
     asked = tg.send_text(group, bob, "/stylize starry-night", reply_to=photo["message"])
-    (refusal,) = await wait_text(tg, group["id"], "this bot is private")
+    (refusal,) = await wait_text(tg, group["id"], "only some people may use this bot")
     assert reply_to(refusal) == msg_id(asked)
     await settle(0.5)
     assert len(tg.calls("sendMessage", group["id"])) == 1

@@ -197,13 +197,18 @@ class FakeTelegram:
         self._chats[chat_id] = chat
         return chat
 
-    def upgrade_group(self, group: dict, user: dict, new_id: int) -> dict:
+    def upgrade_group(self, group: dict, user: dict, new_id: int, *, announce: bool = True) -> dict:
         """``user`` turns a basic group into a supergroup, as Telegram does: a new chat id, a
-        service message in each chat naming the other, and every later call to the old id refused."""
+        service message in each chat naming the other, and every later call to the old id refused.
+
+        ``announce=False``: the bot never sees the service messages (they were older than the
+        24 hours Telegram keeps updates), so only the refusals tell it.
+        """
         supergroup = self.group_chat(new_id, group["title"])
         self._migrated[group["id"]] = new_id
-        self._push({"message": self._user_message(group, user, migrate_to_chat_id=new_id)})
-        self._push({"message": self._user_message(supergroup, user, migrate_from_chat_id=group["id"])})
+        if announce:
+            self._push({"message": self._user_message(group, user, migrate_to_chat_id=new_id)})
+            self._push({"message": self._user_message(supergroup, user, migrate_from_chat_id=group["id"])})
         return supergroup
 
     def add_file(self, data: bytes, *, file_size: int | None = None) -> tuple[str, str]:
