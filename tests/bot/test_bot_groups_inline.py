@@ -279,3 +279,9 @@ async def test_anonymous_admins_are_their_group_and_anyone_there_may_press_their
     await tg.wait_for("answerCallbackQuery", lambda r: "stronger" in text_of(r))
     *_, stronger = await wait_photo(tg, painters["id"], count=2)
     assert "strength 10" in text_of(stronger)
+
+    # Two admins' /stylize in turn: the first prompt is closed, saying by whom (not "of yours").
+    tg.send_photo(painters, anon_painters, image_bytes(seed=1), caption="/stylize")
+    await wait_text(tg, painters["id"], "Pick a style", count=2)
+    tg.send_photo(painters, anon_painters, image_bytes(seed=2), caption="/stylize")
+    await wait_text(tg, painters["id"], "a newer request posted as this group", method="editMessageText")
