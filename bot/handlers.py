@@ -288,31 +288,55 @@ async def _request_from(message: Message, ref: ImageRef, args: list[str], contex
     await _submit_preset(message, who, draft, " ".join(args), context)
 
 
-async def on_group_style_reply(update: Update, context: Context) -> None:
-    """In a group, a picture sent as a reply to the bot's style prompt is the style image."""
+async def _picker_reply(update: Update, context: Context) -> tuple[Requester, Draft] | None:
+    """For a reply to the bot's style prompt in a group: whom it acts for and the waiting photo.
+
+    None if it is no such reply, or (told under the reply) the prompt is someone else's or closed.
+    """
     message = update.effective_message
     assert message is not None
     target = message.reply_to_message
     if target is None or target.from_user is None or target.from_user.id != context.bot.id:
-        return
+        return None
     owner = _picker_owner(target)
     if owner is None:
-        return  # a reply to some other message of the bot's: the group's own business
+        return None  # a reply to some other message of the bot's: the group's own business
     who = acting_for(update, owner)
     if who is None:  # it painted the replier's own waiting photo, or nothing, silently
         await reply(message, texts.NOT_YOUR_PROMPT)
-        return
-    svc = service(context)
-    draft = await svc.db.get_draft(who.chat_id, who.user_id)
-    ref = image_ref(message)
-    if ref is None:
-        return
+        return None
+    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
         await reply(message, texts.PROMPT_CLOSED)
+        return None
+    return who, draft
+
+
+async def on_group_style_reply(update: Update, context: Context) -> None:
+    """In a group, a picture sent as a reply to the bot's style prompt is the style image."""
+    message = update.effective_message
+    assert message is not None
+    ref = image_ref(message)
+    if ref is None or (asked := await _picker_reply(update, context)) is None:
         return
-    if not await _image_ok(svc, message, ref, "style image"):
+    if not await _image_ok(service(context), message, ref, "style image"):
         return
-    await _submit(message, who, draft, context, style=ref)
+    await _submit(message, *asked, context, style=ref)
+
+
+async def on_group_name_reply(update: Update, context: Context) -> None:
+    """In a group, a style's name typed as a reply to the bot's style prompt picks that style."""
+    message = update.effective_message
+    assert message is not None and message.text is not None
+    slug, suggestion = find_preset(message.text)
+    if slug is None and not suggestion:
+        return  # talk in reply to the prompt, not a name: the group's own business
+    if (asked := await _picker_reply(update, context)) is None:
+        return
+    if slug is None:
+        await reply(message, texts.unknown_preset(message.text, suggestion))
+        return
+    await _submit(message, *asked, context, preset=slug)
 
 
 def _picker_owner(message: Message) -> int | None:
@@ -1216,6 +1240,8 @@ def register(app: Application) -> None:
         )
     )
     app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & IMAGE, on_group_album_part))
+    group_reply = filters.ChatType.GROUPS & filters.UpdateType.MESSAGE & filters.REPLY
+    app.add_handler(MessageHandler(group_reply & filters.TEXT & ~filters.COMMAND, on_group_name_reply))
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
     edited = filters.ChatType.PRIVATE & filters.UpdateType.EDITED_MESSAGE

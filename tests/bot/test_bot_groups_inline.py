@@ -63,6 +63,24 @@ async def test_group_own_style_by_replying_to_the_prompt(
     assert "your own style" in text_of(result) and reply_to(result) == msg_id(photo)
 
 
+async def test_group_style_name_typed_in_reply_to_the_prompt(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict
+) -> None:
+    """Typing the name in reply to one's own prompt, the natural move there, got no answer."""
+    group = tg.group_chat()
+    photo = tg.send_photo(group, alice, image_bytes(seed=2))
+    tg.send_text(group, alice, "/stylize", reply_to=photo["message"])
+    await wait_text(tg, group["id"], "reply to this message with a picture")
+    prompt = next(m for m in reversed(tg.messages(group["id"])) if "reply to this message" in m.get("text", ""))
+    chatter = tg.send_text(group, alice, "hmm, which one?", reply_to=prompt)  # not a name: left alone
+    tg.send_text(group, bob, "starry night", reply_to=prompt)
+    await wait_text(tg, group["id"], "asks for someone else's style")
+    tg.send_text(group, alice, "starry night", reply_to=prompt)
+    (result,) = await wait_photo(tg, group["id"])
+    assert "The Starry Night" in text_of(result) and reply_to(result) == msg_id(photo)
+    assert not [r for r in tg.calls("sendMessage", group["id"]) if reply_to(r) == msg_id(chatter)]
+
+
 async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     group = tg.group_chat()
     tg.send_text(group, alice, "/strength 8")
