@@ -19,12 +19,13 @@ from typing import Any
 from telegram import BotCommand, Update
 from telegram.constants import ParseMode
 from telegram.error import TelegramError
-from telegram.ext import AIORateLimiter, Application, BaseUpdateProcessor, Defaults
+from telegram.ext import Application, BaseUpdateProcessor, Defaults
 
 from bot import handlers, texts
 from bot.config import BotConfig
 from bot.db import Database
 from bot.jobs import JobService
+from bot.rate_limit import RepliesFirstRateLimiter
 from nst_core import presets
 from nst_core.executor import Executor
 
@@ -138,7 +139,7 @@ def build_application(config: BotConfig, executor: Executor | None = None) -> Ap
         .application_class(StyleBotApplication)
         .token(config.token.get_secret_value())
         .defaults(Defaults(parse_mode=ParseMode.HTML))
-        .rate_limiter(AIORateLimiter(max_retries=config.flood_retries))
+        .rate_limiter(RepliesFirstRateLimiter(max_retries=config.flood_retries))
         .concurrent_updates(PerUserUpdateProcessor(64))
         .connection_pool_size(64)
         .connect_timeout(10)

@@ -39,6 +39,7 @@ from telegram.helpers import mention_html
 from bot import texts
 from bot.config import BotConfig
 from bot.db import ACTIVE, Database, JobRow
+from bot.rate_limit import SKIPPABLE, Skipped
 from nst_core import presets
 from nst_core.executor import (
     Executor,
@@ -174,7 +175,7 @@ class StatusMessage:
             delay = self.service.config.status_interval_s - (time.monotonic() - self.sent_at)
 
     async def _edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-        self.text = text
+        shown, self.text = self.text, text
         self.sent_at = time.monotonic()
         try:
             await self.service.bot.edit_message_text(
@@ -182,7 +183,12 @@ class StatusMessage:
                 chat_id=self.chat_id,
                 message_id=self.message_id,
                 reply_markup=markup or self.cancel_markup(),
+                rate_limit_args=SKIPPABLE,
             )
+        except Skipped:  # a busy group's budget goes to replies first: try again after the interval
+            self.text = shown
+            if self.pending is None:
+                self.pending = text
         except ChatMigrated as exc:  # missed the service message; moving takes this message's lock
             self.service.spawn(self.service.chat_migrated(self.chat_id, exc.new_chat_id))
         except BadRequest as exc:
