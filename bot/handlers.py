@@ -172,7 +172,10 @@ async def gate(update: Update, context: Context) -> None:
     if any(svc.config.is_allowed(i) for i in (asking, *svc.earlier_ids(asking))):  # a group's id before an upgrade
         return
     if update.callback_query is not None:
-        await update.callback_query.answer(texts.NOT_ALLOWED, show_alert=True)
+        in_group = update.effective_chat is not None and update.effective_chat.type != ChatType.PRIVATE
+        await update.callback_query.answer(
+            texts.NOT_ALLOWED_IN_GROUP if in_group else texts.NOT_ALLOWED, show_alert=True
+        )
     elif update.inline_query is not None:
         await update.inline_query.answer([], cache_time=60, is_personal=True)
     elif (message := update.effective_message) is not None and update.effective_chat.type == ChatType.PRIVATE:
@@ -947,10 +950,12 @@ async def on_other(update: Update, context: Context) -> None:
 
 
 async def on_edited(update: Update, context: Context) -> None:
-    """An edited text or caption in a private chat: acting on it could paint a photo twice, and
-    silence looked like the bot had missed it."""
-    assert update.effective_message is not None
-    await reply(update.effective_message, texts.EDIT_IGNORED)
+    """An edited text or caption: acting on it could paint a photo twice, and silence looked like
+    the bot had missed it.  In a group only an edit into one of its commands is its business."""
+    message = update.effective_message
+    assert message is not None
+    if message.chat.type == ChatType.PRIVATE or _asks_me(message, context):
+        await reply(message, texts.EDIT_IGNORED)
 
 
 async def on_unknown_command(update: Update, context: Context) -> None:
@@ -1218,20 +1223,21 @@ def register(app: Application) -> None:
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
     app.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, on_migration), group=-2)  # not the gate's
     app.add_handler(TypeHandler(Update, gate), group=-1)
-    app.add_handler(CommandHandler("start", cmd_start))
-    app.add_handler(CommandHandler("help", cmd_help))
-    app.add_handler(CommandHandler("style", cmd_style))
-    app.add_handler(CommandHandler(["styles", "presets", "paintings"], cmd_styles))
-    app.add_handler(CommandHandler("stylize", cmd_stylize))
-    app.add_handler(CommandHandler("settings", cmd_settings))
-    app.add_handler(CommandHandler("strength", cmd_strength))
-    app.add_handler(CommandHandler("size", cmd_size))
-    app.add_handler(CommandHandler("quality", cmd_quality))
-    app.add_handler(CommandHandler(["colors", "colours", "color", "colour"], cmd_colors))
-    app.add_handler(CommandHandler("reset", cmd_reset))
-    app.add_handler(CommandHandler("cancel", cmd_cancel))
-    app.add_handler(CommandHandler("queue", cmd_queue))
-    app.add_handler(CommandHandler("stats", cmd_stats))
+    new = filters.UpdateType.MESSAGE  # an edited command is answered by on_edited, not run again
+    app.add_handler(CommandHandler("start", cmd_start, filters=new))
+    app.add_handler(CommandHandler("help", cmd_help, filters=new))
+    app.add_handler(CommandHandler("style", cmd_style, filters=new))
+    app.add_handler(CommandHandler(["styles", "presets", "paintings"], cmd_styles, filters=new))
+    app.add_handler(CommandHandler("stylize", cmd_stylize, filters=new))
+    app.add_handler(CommandHandler("settings", cmd_settings, filters=new))
+    app.add_handler(CommandHandler("strength", cmd_strength, filters=new))
+    app.add_handler(CommandHandler("size", cmd_size, filters=new))
+    app.add_handler(CommandHandler("quality", cmd_quality, filters=new))
+    app.add_handler(CommandHandler(["colors", "colours", "color", "colour"], cmd_colors, filters=new))
+    app.add_handler(CommandHandler("reset", cmd_reset, filters=new))
+    app.add_handler(CommandHandler("cancel", cmd_cancel, filters=new))
+    app.add_handler(CommandHandler("queue", cmd_queue, filters=new))
+    app.add_handler(CommandHandler("stats", cmd_stats, filters=new))
     app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & IMAGE & STYLIZE_CAPTION, on_stylize_caption))
     app.add_handler(MessageHandler(private & IMAGE, on_picture))
     app.add_handler(
@@ -1244,7 +1250,7 @@ def register(app: Application) -> None:
     app.add_handler(MessageHandler(group_reply & filters.TEXT & ~filters.COMMAND, on_group_name_reply))
     app.add_handler(MessageHandler(private & filters.Document.ALL, on_other_document))
     app.add_handler(MessageHandler(private & filters.Sticker.ALL, on_sticker))
-    edited = filters.ChatType.PRIVATE & filters.UpdateType.EDITED_MESSAGE
+    edited = filters.UpdateType.EDITED_MESSAGE
     app.add_handler(MessageHandler(edited & (filters.TEXT | filters.CAPTION), on_edited))  # not live locations
     app.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))
     app.add_handler(MessageHandler(private & filters.TEXT, on_text))

@@ -81,6 +81,18 @@ async def test_group_style_name_typed_in_reply_to_the_prompt(
     assert not [r for r in tg.calls("sendMessage", group["id"]) if reply_to(r) == msg_id(chatter)]
 
 
+async def test_an_edit_into_a_command_is_answered_in_a_group(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """A caption edited into /stylize got silence; other edits in a group are not the bot's business."""
+    group = tg.group_chat()
+    photo = tg.send_photo(group, alice, image_bytes(), caption="look at this")
+    tg.edit_message(photo, caption="look at this one")
+    tg.edit_message(photo, caption="/stylize the-kiss")
+    (answer,) = await wait_text(tg, group["id"], "not edits")
+    assert reply_to(answer) == msg_id(photo)
+    await settle(0.5)
+    assert len(tg.calls("sendMessage", group["id"])) == 1 and not tg.calls("sendPhoto")
+
+
 async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     group = tg.group_chat()
     tg.send_text(group, alice, "/strength 8")

@@ -140,8 +140,14 @@ async def test_an_edited_message_is_answered_not_ignored(tg: FakeTelegram, bot: 
     tg.edit_message(photo, caption="starry night")
     (answer,) = await wait_text(tg, chat["id"], "not edits")
     assert reply_to(answer) == msg_id(photo)
+    # An edited command is not run again either (PTB runs them by default): it is answered the same way.
+    command = tg.send_text(chat, alice, "/strength 8")
+    await wait_text(tg, chat["id"], "Strength set to 8")
+    tg.edit_message(command, text="/strength 9", entities=[{"type": "bot_command", "offset": 0, "length": 9}])
+    await wait_text(tg, chat["id"], "not edits", count=2)
     await settle(0.5)
     assert photo_requests(tg, chat["id"]) == []  # nothing painted twice, or at all, from an edit
+    assert not [r for r in tg.calls("sendMessage", chat["id"]) if "Strength set to 9" in text_of(r)]
 
 
 async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
