@@ -196,3 +196,14 @@ async def wait_until(condition: Any, *, timeout: float = 15.0, what: str = "cond
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def one_painting(tg: FakeTelegram, runner: BotRunner, user: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Start the bot (with config ``overrides``) on a slow engine and have ``user`` get one picture
+    painting in their private chat, which it returns: the usual start of a test at a limit."""
+    runner.overrides.update(overrides)
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(400,)))
+    chat = tg.private_chat(user)
+    tg.send_photo(chat, user, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    return chat

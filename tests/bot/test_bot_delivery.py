@@ -16,6 +16,7 @@ from bot_helpers import (
     find_button,
     image_bytes,
     msg_id,
+    one_painting,
     param,
     photo_requests,
     reply_to,
@@ -172,11 +173,7 @@ async def test_an_upgrade_while_the_bot_was_stopped_moves_the_status_message_too
 async def test_a_refused_photo_is_the_one_the_next_style_paints(
     tg: FakeTelegram, runner: BotRunner, alice: dict
 ) -> None:
-    runner.overrides.update(max_jobs_per_user=1)
-    await runner.start(slow_executor())
-    chat = tg.private_chat(alice)
-    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
-    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    chat = await one_painting(tg, runner, alice, max_jobs_per_user=1)
     second = tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
     (refused,) = await wait_text(tg, chat["id"], "You already have 1 picture")
     assert "kept this photo" in text_of(refused)

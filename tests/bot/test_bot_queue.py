@@ -16,6 +16,7 @@ from bot_helpers import (
     find_button,
     image_bytes,
     msg_id,
+    one_painting,
     param,
     photo_requests,
     reply_to,
@@ -150,11 +151,7 @@ async def test_a_refused_style_picture_is_not_called_the_kept_photo(
     tg: FakeTelegram, runner: BotRunner, alice: dict
 ) -> None:
     """The refusal said "I've kept this photo" under the style picture: users took it for a photo in line."""
-    runner.overrides.update(max_jobs_per_user=1)
-    await runner.start(slow_executor())
-    chat = tg.private_chat(alice)
-    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
-    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    chat = await one_painting(tg, runner, alice, max_jobs_per_user=1)
     photo = tg.send_photo(chat, alice, image_bytes(seed=2))
     await wait_text(tg, chat["id"], "Now pick a style")
     style = tg.send_photo(chat, alice, image_bytes(seed=3))
