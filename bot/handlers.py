@@ -375,8 +375,11 @@ async def _send_prompt(context: Context, draft: Draft, sending: Awaitable[Messag
     comes another way (a picture, a typed name) or a newer photo takes its place."""
     prompts: dict[tuple[int, int], tuple[str, int]] = context.bot_data["prompts"]
     old = prompts.get((draft.chat_id, draft.user_id))
-    if old is not None and old[0] != draft.token:
-        await _close_prompt(context, draft.chat_id, draft.user_id, old[0], _replaced(draft))
+    if old is not None:  # another photo's, or this one's shown again (/style): one live keyboard
+        again = old[0] == draft.token
+        await _close_prompt(
+            context, draft.chat_id, draft.user_id, old[0], texts.PROMPT_AGAIN if again else _replaced(draft)
+        )
     sent = await sending
     prompts[(draft.chat_id, draft.user_id)] = (draft.token, sent.message_id)
 

@@ -115,6 +115,7 @@ COMMANDS: list[tuple[str, str]] = [
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
 YOUR_PICTURE = "your picture"
 PROMPT_REPLACED = "Closed: a newer request of yours took this one's place."
+PROMPT_AGAIN = "Closed: the same buttons are below."
 #: ...when it was posted as the group (anonymous admins share that one identity).
 PROMPT_REPLACED_ANONYMOUS = "Closed: a newer request posted as this group took this one's place."
 #: A button under a message from before the group became a supergroup: Telegram refuses to post there.

@@ -338,6 +338,23 @@ async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot
     assert len(photo_requests(tg, chat["id"])) == 2
 
 
+async def test_style_shown_again_closes_the_first_keyboard(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """Two live keyboards for one photo: a press on the first painted it, then the second said "already picked"."""
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes())
+    await wait_text(tg, chat["id"], "pick a style")
+    first, _ = find_button(tg, chat["id"], "p:")
+    tg.send_text(chat, alice, "/style")
+    await wait_text(tg, chat["id"], "Pick a style for your last photo")
+    (closed,) = await wait_text(tg, chat["id"], "the same buttons are below", method="editMessageText")
+    assert int(param(closed, "message_id")) == first["message_id"] and not param(closed, "reply_markup")
+    message, data = find_button(tg, chat["id"], "p:the-scream:")
+    assert message["message_id"] != first["message_id"]
+    tg.press_button(message, alice, data)
+    (result,) = await wait_photo(tg, chat["id"])
+    assert "The Scream" in text_of(result)
+
+
 async def test_a_typed_name_it_does_not_know_is_said_so_and_a_sentence_may_name_one(
     tg: FakeTelegram, bot: BotRunner, alice: dict
 ) -> None:
