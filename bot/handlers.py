@@ -160,6 +160,11 @@ def _draft_is_fresh(draft: Draft | None, context: Context) -> bool:
     return draft is not None and time.time() - draft.updated_at < ttl
 
 
+def _awaits_style(draft: Draft | None, context: Context) -> bool:
+    """Whether ``draft`` is a photo still waiting for its style: then a picture sent is its style."""
+    return draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
+
+
 # --- access -------------------------------------------------------------------------------------
 async def gate(update: Update, context: Context) -> None:
     """Allow-list check before any other handler (no list = everyone)."""
@@ -309,7 +314,7 @@ async def _picker_reply(update: Update, context: Context) -> tuple[Requester, Dr
         await reply(message, texts.NOT_YOUR_PROMPT)
         return None
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
-    if draft is None or not draft.awaiting_style or not _draft_is_fresh(draft, context):
+    if not _awaits_style(draft, context):
         await reply(message, texts.PROMPT_CLOSED)
         return None
     return who, draft
@@ -679,7 +684,7 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     # With nothing left to stop, a photo waiting for its style goes: otherwise the next picture
     # becomes its style.  Not at once: a refusal at the limit keeps the photo for after a /cancel.
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
-    waiting = draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
+    waiting = _awaits_style(draft, context)
     if waiting and n:
         await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
         return
@@ -856,7 +861,7 @@ async def _single_picture(message: Message, context: Context) -> None:
         await reply(message, str(exc))
         return
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
-    is_style = _draft_is_fresh(draft, context) and draft is not None and draft.awaiting_style
+    is_style = _awaits_style(draft, context)
     if not await _image_ok(svc, message, ref, "style image" if is_style and not message.caption else "photo"):
         return
     if message.caption:
@@ -924,7 +929,7 @@ async def _style_awaited(update: Update, context: Context) -> bool:
     """Whether the sender's photo is waiting for its style: then what they send is meant as one."""
     who = requester(update)
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
-    return draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
+    return _awaits_style(draft, context)
 
 
 async def on_sticker(update: Update, context: Context) -> None:
@@ -1015,7 +1020,7 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
 
 
 def _button_owner(update: Update, owner: str) -> Requester | None:
-    """Whom a button carrying ``owner`` (a user id, or nothing on old buttons) acts for; see ``presser``."""
+    """Whom a button carrying ``owner`` (a user id, or nothing on old buttons) acts for; see ``acting_for``."""
     if not owner:
         return requester(update)
     return acting_for(update, int(owner)) if owner.lstrip("-").isdigit() else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import html
 import logging
 import time
 import uuid
@@ -189,6 +188,8 @@ class StatusMessage:
             self.text = shown
             if self.pending is None:
                 self.pending = text
+            if self.flusher is None or self.flusher.done():  # not from the flusher (a restart's first edit)
+                self.flusher = self.service.spawn(self._flush_after(self.service.config.status_interval_s))
         except ChatMigrated as exc:  # missed the service message; moving takes this message's lock
             self.service.spawn(self.service.chat_migrated(self.chat_id, exc.new_chat_id))
         except BadRequest as exc:
@@ -775,7 +776,7 @@ class JobService:
         name = job.user_name or "you"
         who = None
         if mention:  # a negative id is a chat (an anonymous admin, a channel): no user to link to
-            who = mention_html(job.user_id, name) if job.user_id > 0 else f"<b>{html.escape(name)}</b>"
+            who = mention_html(job.user_id, name) if job.user_id > 0 else f"<b>{texts.esc(name)}</b>"
         return texts.result_caption(
             texts.style_name(job.style_preset), settings.strength, width, height, job.seconds, who
         )

@@ -254,7 +254,7 @@ CHANNEL = "Channel"  # a button press on the prompt of someone posting as a chan
 
 def status_heading(name: str) -> str:
     """Heads a status message that cannot reply to its photo (the group became a supergroup)."""
-    return f"For <b>{html.escape(name or 'someone')}</b> (photo sent before this group was upgraded):\n"
+    return f"For <b>{esc(name or 'someone')}</b> (photo sent before this group was upgraded):\n"
 
 
 def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
