@@ -688,8 +688,9 @@ class JobService:
             self.spawn(self._close_status(job_id, texts.failed(reason, too_slow=is_time_limit(reason))))
 
     async def _cancelled(self, job_id: str) -> None:
-        self._cancel_requested.discard(job_id)
         changed = await self.db.update_job(job_id, only_if_status=ACTIVE, status="cancelled", finished_at=time.time())
+        # Only now: until the row says cancelled, a request arriving meanwhile must not count it.
+        self._cancel_requested.discard(job_id)
         if changed:
             log.info("job %s cancelled", job_id)
             self.spawn(self._close_status(job_id, texts.CANCELLED))
