@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from telegram import (
+    ChatMemberUpdated,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InlineQueryResultCachedPhoto,
@@ -183,6 +184,8 @@ async def gate(update: Update, context: Context) -> None:
         )
     elif update.inline_query is not None:
         await update.inline_query.answer([], cache_time=60, is_personal=True)
+    elif update.my_chat_member is not None and _joined(update.my_chat_member):  # else the group hears nothing
+        await _say_in(context, update.my_chat_member.chat.id, texts.ADDED_BY_STRANGER)
     elif (message := update.effective_message) is not None and update.effective_chat.type == ChatType.PRIVATE:
         await message.reply_text(texts.NOT_ALLOWED)
     elif message is not None and _asks_me(message, context):  # others in the group may use it
@@ -653,14 +656,25 @@ async def cmd_reset(update: Update, context: Context) -> None:
 async def on_my_membership(update: Update, context: Context) -> None:
     """Added to a group: say hello there, with the group's way of asking (nobody would guess it)."""
     change = update.my_chat_member
-    if change is None or change.chat.type == ChatType.PRIVATE:
-        return
+    if change is not None and _joined(change):
+        await _say_in(context, change.chat.id, texts.start(change.from_user.first_name, in_group=True))
+
+
+def _joined(change: ChatMemberUpdated) -> bool:
+    """Whether this change added the bot to a group (not a promotion, not a private chat)."""
     present = {ChatMemberStatus.MEMBER, ChatMemberStatus.ADMINISTRATOR}
-    if change.new_chat_member.status in present and change.old_chat_member.status not in present:
-        try:
-            await context.bot.send_message(change.chat.id, texts.start(change.from_user.first_name, in_group=True))
-        except TelegramError as exc:  # a group where it may not post: nothing to say it with
-            log.info("could not greet chat %s: %s", change.chat.id, exc)
+    return (
+        change.chat.type != ChatType.PRIVATE
+        and change.new_chat_member.status in present
+        and change.old_chat_member.status not in present
+    )
+
+
+async def _say_in(context: Context, chat_id: int, text: str) -> None:
+    try:
+        await context.bot.send_message(chat_id, text)
+    except TelegramError as exc:  # a group where it may not post: nothing to say it with
+        log.info("could not greet chat %s: %s", chat_id, exc)
 
 
 async def on_migration(update: Update, context: Context) -> None:

@@ -124,6 +124,10 @@ GROUP_UPGRADED = (
     "Send the photo again, or use the buttons under newer pictures."
 )
 NOT_ALLOWED_IN_GROUP = "Sorry, only some people may use this bot."
+ADDED_BY_STRANGER = (
+    "Hello! Only some people may use this bot, so I'll paint here only when one of them asks. "
+    "Its owner can let others in."
+)
 STYLE_ALREADY_CHOSEN = (
     "You already picked a style for this photo. For another one as well, "
     "use 🎨 Another style under the result, or send the photo again."

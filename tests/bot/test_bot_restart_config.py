@@ -362,6 +362,12 @@ async def test_allow_list_keeps_strangers_out(
     await settle(0.5)
     assert len(tg.calls("sendMessage", group["id"])) == 1
 
+    # A stranger adding it to a group is told why it won't answer them (it used to stay silent).
+    theirs = tg.group_chat(-100777, "Bob's friends")
+    tg.bot_membership(theirs, bob)
+    (hello,) = await wait_text(tg, theirs["id"], "Only some people may use this bot")
+    assert "Hi Bob" not in text_of(hello)
+
     # Inline mode has no chat: a stranger gets an empty answer, a user their results (no error either way).
     bobs = tg.inline_query(bob, "")["inline_query"]["id"]
     tg.inline_query(alice, "")
