@@ -106,12 +106,13 @@ def requester(update: Update) -> Requester:
     return Requester(user.id, chat.id, chat.type, user.full_name or user.first_name)
 
 
-def acting_for(update: Update, owner: int, name: str = "") -> Requester | None:
+async def acting_for(update: Update, context: Context, owner: int, name: str = "") -> Requester | None:
     """Whom a press of ``owner``'s button (or a reply to ``owner``'s prompt) acts for, or None
     if it is somebody else's.
 
     A button press shows who pressed, never the anonymous admin or channel (a chat
-    id) that asked, so such prompts answer anyone in the chat, on that chat's behalf.
+    id) that asked.  The group's own anonymous posts come from its admins, so any of
+    its admins acts for them; a channel's posts answer anyone in the chat.
     """
     who = requester(update)
     if owner == who.user_id:
@@ -120,7 +121,38 @@ def acting_for(update: Update, owner: int, name: str = "") -> Requester | None:
         return None
     chat = update.effective_chat
     assert chat is not None
+    if owner == chat.id and not await _is_admin(context, chat.id, who.user_id):
+        return None
     return Requester(owner, who.chat_id, who.chat_type, name or (chat.title if owner == chat.id else texts.CHANNEL))
+
+
+ADMIN_CHECK_TTL_S = 60.0
+
+
+async def _is_admin(context: Context, chat_id: int, user_id: int) -> bool:
+    """Whether ``user_id`` administers ``chat_id`` (asked of Telegram, remembered a minute).
+
+    If Telegram can't say, yes: locking a group's admins out of their own pictures is worse
+    than letting a member press their button.
+    """
+    known: dict[tuple[int, int], tuple[bool, float]] = context.bot_data.setdefault("admins", {})
+    hit = known.get((chat_id, user_id))
+    if hit is not None and time.monotonic() - hit[1] < ADMIN_CHECK_TTL_S:
+        return hit[0]
+    try:
+        member = await context.bot.get_chat_member(chat_id, user_id)
+    except TelegramError as exc:
+        log.info("could not tell whether %s administers %s: %s", user_id, chat_id, exc)
+        return True
+    admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+    known[(chat_id, user_id)] = (admin, time.monotonic())
+    return admin
+
+
+def not_yours(update: Update, owner: int, text: str) -> str:
+    """Why a press of ``owner``'s button was refused: ``text``, or that only the group's admins may."""
+    chat = update.effective_chat
+    return texts.FOR_THE_ADMINS if chat is not None and owner == chat.id else text
 
 
 def image_ref(message: Message) -> ImageRef | None:
@@ -312,9 +344,9 @@ async def _picker_reply(update: Update, context: Context) -> tuple[Requester, Dr
     owner = _picker_owner(target)
     if owner is None:
         return None  # a reply to some other message of the bot's: the group's own business
-    who = acting_for(update, owner)
+    who = await acting_for(update, context, owner)
     if who is None:  # it painted the replier's own waiting photo, or nothing, silently
-        await reply(message, texts.NOT_YOUR_PROMPT)
+        await reply(message, not_yours(update, owner, texts.NOT_YOUR_PROMPT))
         return None
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if not _awaits_style(draft, context):
@@ -1004,9 +1036,8 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     query = update.callback_query
     assert query is not None and query.message is not None
     slug, token, owner = ([*rest.split(":"), "", "", ""])[:3]
-    who = _button_owner(update, owner)
+    who = await _button_owner(update, context, owner, texts.NOT_YOUR_BUTTON)
     if who is None:
-        await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
         return
     svc = service(context)
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
@@ -1033,11 +1064,17 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
         log.info("could not close the style keyboard: %s", exc)
 
 
-def _button_owner(update: Update, owner: str) -> Requester | None:
-    """Whom a button carrying ``owner`` (a user id, or nothing on old buttons) acts for; see ``acting_for``."""
+async def _button_owner(update: Update, context: Context, owner: str, refusal: str) -> Requester | None:
+    """Whom a button carrying ``owner`` (a user id, or nothing on old buttons) acts for; see
+    ``acting_for``.  If nobody, the press is answered with ``refusal`` (or that it is the admins')."""
     if not owner:
         return requester(update)
-    return acting_for(update, int(owner)) if owner.lstrip("-").isdigit() else None
+    owner_id = int(owner) if owner.lstrip("-").isdigit() else 0
+    who = await acting_for(update, context, owner_id) if owner_id else None
+    if who is None:
+        assert update.callback_query is not None
+        await update.callback_query.answer(not_yours(update, owner_id, refusal), show_alert=True)
+    return who
 
 
 async def _own_job(update: Update, job_id: str, context: Context) -> tuple[JobRow, Requester] | None:
@@ -1049,9 +1086,9 @@ async def _own_job(update: Update, job_id: str, context: Context) -> tuple[JobRo
     if job is None:
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return None
-    who = acting_for(update, job.user_id, job.user_name)
+    who = await acting_for(update, context, job.user_id, job.user_name)
     if who is None:
-        await query.answer(texts.NOT_YOUR_BUTTON, show_alert=True)
+        await query.answer(not_yours(update, job.user_id, texts.NOT_YOUR_BUTTON), show_alert=True)
         return None
     return job, who
 
@@ -1151,9 +1188,8 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
     assert query is not None
     svc = service(context)
     what, value, owner = ([*rest.split(":"), "", ""])[:3]
-    who = _button_owner(update, owner)
+    who = await _button_owner(update, context, owner, texts.NOT_YOUR_SETTINGS)
     if who is None:
-        await query.answer(texts.NOT_YOUR_SETTINGS, show_alert=True)
         return
     user_id = who.user_id
     prefs = await svc.prefs(user_id)

@@ -173,6 +173,7 @@ ALBUM_IN_GROUP_UNSEEN = (
 )
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
+FOR_THE_ADMINS = "That was posted as the group, by one of its admins: only the group's admins can use it."
 NOT_YOUR_PROMPT = "That message asks for someone else's style. To paint a photo of yours, reply to it with /stylize."
 PROMPT_CLOSED = "That photo isn't waiting for a style any more. Reply to it with /stylize to paint it again."
 NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."

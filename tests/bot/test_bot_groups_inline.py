@@ -281,11 +281,12 @@ async def test_added_to_a_group_it_says_how_to_use_it_there(tg: FakeTelegram, bo
     assert len(tg.calls("sendMessage", group["id"])) == 1
 
 
-async def test_anonymous_admins_are_their_group_and_anyone_there_may_press_their_buttons(
-    tg: FakeTelegram, bot: BotRunner, bob: dict
+async def test_anonymous_admins_are_their_group_and_any_admin_there_may_press_their_buttons(
+    tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict
 ) -> None:
     """Telegram sends every anonymous admin's message from one shared account: they shared one set
-    of settings across every group, and the buttons under their prompts answered nobody."""
+    of settings across every group, and the buttons under their prompts answered nobody.  A press
+    shows the real presser, so the group's admins may act for it, and its other members may not."""
     painters, sculptors = tg.group_chat(-100501, "Painters"), tg.group_chat(-100502, "Sculptors")
     anon_painters, anon_sculptors = tg.anonymous_admin(painters), tg.anonymous_admin(sculptors)
     tg.send_text(painters, anon_painters, "/strength 9")
@@ -293,11 +294,17 @@ async def test_anonymous_admins_are_their_group_and_anyone_there_may_press_their
     tg.send_text(sculptors, anon_sculptors, "/settings")
     (panel,) = await wait_text(tg, sculptors["id"], "Settings for posts as Sculptors")
     assert "Strength: 5 " in text_of(panel), "another group's anonymous admins have their own settings"
+    message, data = find_button(tg, sculptors["id"], "s:str:+1:")
+    tg.press_button(message, alice, data)
+    await tg.wait_for("answerCallbackQuery", lambda r: "only the group's admins" in text_of(r))
 
     photo = tg.send_photo(painters, anon_painters, image_bytes(), caption="/stylize")
     await wait_text(tg, painters["id"], "Pick a style")
     message, data = find_button(tg, painters["id"], "p:the-kiss:")
-    tg.press_button(message, bob, data)  # Bob may be that admin, or not: nobody can tell
+    tg.press_button(message, alice, data)  # a member, not an admin
+    await tg.wait_for("answerCallbackQuery", lambda r: "only the group's admins" in text_of(r), count=2)
+    tg.make_admin(painters, bob)
+    tg.press_button(message, bob, data)  # Bob may be the admin who posted it, or another: nobody can tell
     (result,) = await wait_photo(tg, painters["id"])
     caption = text_of(result)
     assert reply_to(result) == msg_id(photo)
@@ -305,6 +312,8 @@ async def test_anonymous_admins_are_their_group_and_anyone_there_may_press_their
     assert "<b>Painters</b>" in caption and "tg://user" not in caption
 
     message, data = find_button(tg, painters["id"], "more:")
+    tg.press_button(message, alice, data)
+    await tg.wait_for("answerCallbackQuery", lambda r: "only the group's admins" in text_of(r), count=3)
     tg.press_button(message, bob, data)
     await tg.wait_for("answerCallbackQuery", lambda r: "stronger" in text_of(r))
     *_, stronger = await wait_photo(tg, painters["id"], count=2)

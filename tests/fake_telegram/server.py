@@ -119,6 +119,7 @@ class FakeTelegram:
         self._chats: dict[int, dict] = {}
         self._bot_messages: dict[int, dict[int, dict]] = {}
         self._blocked: set[int] = set()
+        self._admins: set[tuple[int, int]] = set()  # (chat id, user id)
         self._migrated: dict[int, int] = {}  # basic group id -> its supergroup's
         self._floods: dict[str, list[int]] = {}
         self._failures: list[list[Any]] = []  # [method, chat_id or None, times left, ApiError]
@@ -186,6 +187,10 @@ class FakeTelegram:
         """A group admin posting anonymously: Telegram sends every such message from one shared
         bot account, with the group itself as ``sender_chat`` (use it as any other user)."""
         return {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot", "as": group}
+
+    def make_admin(self, group: dict, user: dict) -> None:
+        """``user`` administers ``group`` (getChatMember says so; everyone else is a member)."""
+        self._admins.add((group["id"], user["id"]))
 
     def private_chat(self, user: dict) -> dict:
         chat = {"id": user["id"], "type": "private", "first_name": user["first_name"]}
@@ -573,6 +578,10 @@ class FakeTelegram:
             return True
         if method == "getMyCommands":
             return self.commands
+        if method == "getChatMember":
+            user_id = int(params["user_id"])
+            status = "administrator" if (chat_id, user_id) in self._admins else "member"
+            return {**self._member(status), "user": {"id": user_id, "is_bot": False, "first_name": "Someone"}}
         if chat_id is None and method.startswith(("send", "edit", "delete")):
             raise ApiError(400, "Bad Request: chat_id is empty")
         if method == "sendMessage":
