@@ -11,7 +11,9 @@ cannot listen on) ends with one line saying which, not a chain of tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import sys
 import tempfile
 from urllib.parse import urlsplit
@@ -68,6 +70,54 @@ def _data_dir_problem(config: BotConfig) -> str | None:
     return None
 
 
+def _database_problem(config: BotConfig) -> str | None:
+    """Why the bot could not use the SQLite file in NST_DATA_DIR (e.g. another program's file)."""
+    if not config.db_path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(config.db_path)) as db:
+            db.execute("select count(*) from sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        return f"cannot use the database {config.db_path} ({exc}); move it away to start afresh"
+    return None
+
+
+def _device_problem(config: BotConfig) -> str | None:
+    """Why the in-process painter could not use NST_DEVICE, before Telegram is contacted."""
+    if config.executor != "local" or config.device == "auto":
+        return None  # celery: the workers' device, not this process's
+    from nst_core.device import pick_device
+
+    try:
+        pick_device(config.device)
+    except ValueError as exc:
+        return f"NST_DEVICE={config.device}: {exc} (use auto or cpu)"
+    return None
+
+
+class _Redacting(logging.Formatter):
+    """Replaces the token wherever it appears in a log line, tracebacks included.
+
+    PTB logs its Bot API URLs (which contain the token) at DEBUG, and an exception
+    from the HTTP layer may quote a URL: filtering the finished text covers every case.
+    """
+
+    def __init__(self, token: str) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._token = token
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace(self._token, "<token>")
+
+
+def setup_logging(config: BotConfig) -> None:
+    logging.basicConfig(level=config.log_level, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_Redacting(config.token.get_secret_value()))
+    quiet_http_logs()
+    logging.getLogger("telegram.ext").addFilter(_not_bootstrap_failure)
+
+
 def _api_host(config: BotConfig) -> str:
     """Where the bot talks to Telegram, without the path (which may hold the token)."""
     return urlsplit(config.base_url).netloc if config.base_url else "api.telegram.org"
@@ -79,12 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nst-bot: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    quiet_http_logs()
-    logging.getLogger("telegram.ext").addFilter(_not_bootstrap_failure)
-    if problem := _data_dir_problem(config):
+    setup_logging(config)
+    if problem := _data_dir_problem(config) or _database_problem(config) or _device_problem(config):
         print(f"nst-bot: {problem}", file=sys.stderr)
         return 2
     try:

@@ -134,6 +134,10 @@ def default_executor(config: BotConfig) -> Executor:
 def build_application(config: BotConfig, executor: Executor | None = None) -> Application:
     """The whole bot from its configuration; ``executor`` defaults to the in-process one."""
     quiet_http_logs()
+    # nst_core.presets reads the process environment, which a .env file does not touch.
+    for name, value in (("NST_PRESET_DIR", config.preset_dir), ("NST_PRESET_SOURCE_DIR", config.preset_source_dir)):
+        if value is not None:
+            os.environ[name] = str(value)
     builder = (
         Application.builder()
         .application_class(StyleBotApplication)

@@ -22,6 +22,9 @@ TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
 
 #: Telegram's cloud Bot API refuses downloads over 20 MB; a Local Bot API Server lifts that.
 CLOUD_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+LOCAL_SERVER_DOWNLOAD_LIMIT = 2000 * 1024 * 1024
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _env(name: str) -> AliasChoices:
@@ -33,6 +36,8 @@ def _split_ids(value: object) -> object:
     """``"1, 2 3"`` → ``[1, 2, 3]``: ids come from env vars, where JSON lists are a nuisance."""
     if isinstance(value, str):
         parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
+        if bad := [p for p in parts if not re.fullmatch(r"-?\d+", p)]:
+            raise ValueError(f"must be numeric Telegram ids separated by commas, not {bad[0]!r}")
         return [int(p) for p in parts]
     if isinstance(value, int):
         return [value]
@@ -57,6 +62,10 @@ class BotConfig(BaseSettings):
 
     # --- Where things live ----------------------------------------------------------------
     data_dir: Path = Field(default=Path("data"), validation_alias=_env("NST_DATA_DIR"))
+    #: The engine reads these two from the process environment; ``build_application`` copies
+    #: them there, so that setting them in .env works as for every other variable.
+    preset_dir: Path | None = Field(default=None, validation_alias=_env("NST_PRESET_DIR"))
+    preset_source_dir: Path | None = Field(default=None, validation_alias=_env("NST_PRESET_SOURCE_DIR"))
     device: str = Field(default="auto", validation_alias=_env("NST_DEVICE"))
     torch_threads: int | None = Field(default=None, ge=1, validation_alias=_env("NST_TORCH_THREADS"))
     cpu_bf16: bool | None = Field(default=None, validation_alias=_env("NST_CPU_BF16"))  # None: by the CPU
@@ -71,7 +80,9 @@ class BotConfig(BaseSettings):
     #: At a stop, a picture expected to be done within this many seconds is finished and
     #: sent rather than painted again after the restart.  Docker waits 10 s by default.
     stop_grace_s: float = Field(default=5.0, ge=0, validation_alias=_env("NST_STOP_GRACE_S"))
-    max_file_bytes: int | None = Field(default=None, ge=1, validation_alias=_env("NST_MAX_FILE_BYTES"))
+    max_file_bytes: int | None = Field(
+        default=None, ge=1, le=LOCAL_SERVER_DOWNLOAD_LIMIT, validation_alias=_env("NST_MAX_FILE_BYTES")
+    )
     max_pixels: int = Field(default=50_000_000, ge=1, validation_alias=_env("NST_MAX_PIXELS"))
     size_small: int = Field(default=256, ge=64, le=4096, validation_alias=_env("NST_SIZE_SMALL"))
     size_medium: int = Field(default=512, ge=64, le=4096, validation_alias=_env("NST_SIZE_MEDIUM"))
@@ -105,9 +116,34 @@ class BotConfig(BaseSettings):
     @classmethod
     def _check_token(cls, value: SecretStr) -> SecretStr:
         # The message never contains the value: it would end up in logs.
+        if not value.get_secret_value().strip():  # .env.example copied as it is
+            raise ValueError("is empty: put the token from @BotFather after TELEGRAM_BOT_TOKEN= in .env")
         if not TOKEN_RE.match(value.get_secret_value().strip()):
             raise ValueError("does not look like a bot token (expected digits, a colon and about 35 characters)")
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DEVICE_RE.match(value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("base_url", "base_file_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # The message never contains the value: a base URL may end in the token's path.
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://localhost:8081/bot)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        return value
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")
     @classmethod
@@ -121,6 +157,12 @@ class BotConfig(BaseSettings):
         if value not in logging.getLevelNamesMapping():
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> BotConfig:
+        if not self.size_small <= self.size_medium <= self.size_large:
+            raise ValueError("NST_SIZE_SMALL, NST_SIZE_MEDIUM and NST_SIZE_LARGE must go from small to large")
+        return self
 
     @model_validator(mode="after")
     def _webhook_needs_url(self) -> BotConfig:
@@ -179,7 +221,7 @@ def describe_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
         field = str(err["loc"][0]) if err["loc"] else ""
-        field = field if field.isupper() else _env_name(field)
+        field = _env_name(field) if field and not field.isupper() else field  # "": the whole configuration
         if err["type"] == "missing" and field == "TELEGRAM_BOT_TOKEN":
             parts.append("TELEGRAM_BOT_TOKEN is not set (get one from @BotFather and put it in .env)")
             continue

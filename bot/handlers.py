@@ -31,7 +31,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatMemberStatus, ChatType
-from telegram.error import ChatMigrated, Forbidden, TelegramError
+from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
 from telegram.ext import (
     Application,
     ApplicationHandlerStop,
@@ -1262,6 +1262,10 @@ async def on_error(update: object, context: Context) -> None:
         if update.callback_query is not None:
             with contextlib.suppress(TelegramError):
                 await update.callback_query.answer(texts.GROUP_UPGRADED, show_alert=True)
+        return
+    if update is None and isinstance(context.error, NetworkError) and not isinstance(context.error, BadRequest):
+        # Fetching updates failed (PTB retries with a growing pause): a network fact, not a bug.
+        log.warning("cannot reach Telegram for updates (%s); retrying", context.error)
         return
     log.error("error while handling an update", exc_info=context.error)
     if isinstance(update, Update):

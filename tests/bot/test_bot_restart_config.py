@@ -107,6 +107,9 @@ def test_missing_or_malformed_token_fails_with_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "TELEGRAM_BOT_TOKEN is not set" in lines[0]
 
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN: is empty: put the token from @BotFather"):
+        load_config(TELEGRAM_BOT_TOKEN=" ")  # .env.example copied without filling it in
+
     secret = "12345:not-a-real-token-but-secret?!"
     with pytest.raises(ConfigError) as info:
         load_config(TELEGRAM_BOT_TOKEN=secret)
@@ -236,14 +239,79 @@ def test_config_from_env_with_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert config.admin_ids == [1, 2, 3] and config.max_jobs_per_user == 4
     assert "A" * 35 not in repr(config)
     assert config.download_limit == 20 * 1024 * 1024
-    local_server = BotConfig(token="123456:" + "A" * 35, base_url="http://localhost:8081/bot", max_file_bytes=2 << 30)
-    assert local_server.download_limit == 2 << 30
+    local_server = BotConfig(token="123456:" + "A" * 35, base_url="http://localhost:8081/bot", max_file_bytes=1 << 30)
+    assert local_server.download_limit == 1 << 30
     monkeypatch.setenv("NST_MODE", "webhook")
     with pytest.raises(ConfigError, match="NST_WEBHOOK_URL"):
         load_config()
     monkeypatch.setenv("NST_WEBHOOK_URL", "http://bot.example.com/hook")  # Telegram would refuse it
     with pytest.raises(ConfigError, match="https://"):
         load_config()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("NST_DEVICE", "banana", "NST_DEVICE: must be auto, cpu, cuda, cuda:N or mps"),
+        ("REDIS_URL", "notaurl", "REDIS_URL: must start with redis://, rediss:// or unix://"),
+        ("TELEGRAM_BASE_URL", "localhost:8081/bot", "TELEGRAM_BASE_URL: must start with http:// or https://"),
+        ("NST_ADMIN_IDS", "alice", "NST_ADMIN_IDS: must be numeric Telegram ids separated by commas, not 'alice'"),
+        ("NST_MAX_FILE_BYTES", str(3000 * 1024 * 1024), "NST_MAX_FILE_BYTES: Input should be less than or equal"),
+        ("NST_SIZE_SMALL", "900", "configuration error: NST_SIZE_SMALL, NST_SIZE_MEDIUM and NST_SIZE_LARGE must go"),
+        ("NST_MODE", "webhook", "configuration error: NST_MODE=webhook needs NST_WEBHOOK_URL"),
+    ],
+)
+def test_each_bad_setting_is_named_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, says: str
+) -> None:
+    """They used to surface as tracebacks after Telegram was contacted (device, Redis URL, base
+    URL), as "invalid literal for int()" (ids), or under a bogus name "NST_:" (whole-config checks)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    assert says in str(info.value) and "NST_:" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+async def test_a_device_or_database_it_cannot_use_fails_with_one_line_before_telegram(
+    tg: FakeTelegram, tmp_path: Path
+) -> None:
+    """NST_DEVICE=mps on Linux (or cuda without a GPU) ended in two tracebacks after the bot had
+    contacted Telegram; another program's file as the database, in a SQLite traceback."""
+    env = {"TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_BASE_URL": tg.base_url, "NST_DATA_DIR": str(tmp_path / "d")}
+    code, stderr = await _run_bot_process(tmp_path, **env, NST_DEVICE="mps")
+    assert code == 2
+    assert stderr.strip().splitlines() == [
+        "nst-bot: NST_DEVICE=mps: device 'mps' is not available on this machine (use auto or cpu)"
+    ]
+    (tmp_path / "d").mkdir(exist_ok=True)  # the first start made it
+    (tmp_path / "d" / "bot.sqlite3").write_text("these are my notes, not a database\n")
+    code, stderr = await _run_bot_process(tmp_path, **env)
+    assert code == 2
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith(
+        f"nst-bot: cannot use the database {tmp_path / 'd' / 'bot.sqlite3'} (file is not a database)"
+    )
+    assert not tg.calls()  # nothing was said to Telegram
+
+
+def test_preset_folders_set_in_dot_env_reach_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """nst_core.presets reads the process environment: set in .env, the folders were ignored, and the
+    log then told the operator to set the very variable they had set."""
+    from bot.app import build_application
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:" + "A" * 35)
+    source = os.environ["NST_PRESET_SOURCE_DIR"]  # the shared folder the tests fetch presets from
+    for name in ("NST_PRESET_DIR", "NST_PRESET_SOURCE_DIR"):
+        monkeypatch.delenv(name)  # as in a fresh process (restored after the test)
+    (tmp_path / ".env").write_text(f"NST_PRESET_DIR={tmp_path / 'cache'}\nNST_PRESET_SOURCE_DIR={source}\n")
+    build_application(load_config())
+    assert presets.cache_dir() == tmp_path / "cache"
+    presets.fetch("great-wave")  # from the source folder, hash-checked, into the cache
+    assert presets.is_cached("great-wave") and (tmp_path / "cache").is_dir()
 
 
 def test_cpu_precision_set_in_dot_env_reaches_the_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -300,7 +368,11 @@ async def test_token_never_reaches_the_logs(
 async def test_nst_bot_process_stops_on_sigterm_without_losing_jobs(
     tg: FakeTelegram, runner: BotRunner, alice: dict, tmp_path: Path
 ) -> None:
-    """The real entry point (polling the fake server) keeps queued jobs across SIGTERM."""
+    """The real entry point (polling the fake server) keeps queued jobs across SIGTERM.
+
+    It runs at DEBUG, where PTB logs its Bot API URLs (token and all), and rides out a
+    Bot API that fails to answer for a while with a warning, not a traceback per retry.
+    """
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(ROOT),
@@ -313,25 +385,35 @@ async def test_nst_bot_process_stops_on_sigterm_without_losing_jobs(
         "NST_SIZE_MEDIUM": "256",  # full schedule at 256 px: still running when the signal comes
         "NST_PRESET_DIR": os.environ["NST_PRESET_DIR"],
         "NST_PRESET_SOURCE_DIR": os.environ["NST_PRESET_SOURCE_DIR"],
+        "NST_LOG_LEVEL": "DEBUG",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=asyncio.subprocess.PIPE
-    )
+    log_path = tmp_path / "bot.log"  # a file, not a pipe: DEBUG output would fill a pipe nobody reads yet
+    with log_path.open("w") as log_file:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", cwd=tmp_path, env=env, stderr=log_file)
     try:
         await tg.wait_for("setMyCommands", timeout=60)
         chat = tg.private_chat(alice)
         tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
         tg.send_photo(chat, alice, image_bytes(seed=2), caption="great-wave")
         await wait_text(tg, chat["id"], "queue", count=2, timeout=60)
+        tg.fail("getUpdates", 502, "Bad Gateway", times=2)
+        tg.send_text(chat, alice, "/queue")  # ends the poll in flight; the next two fail
+        warned = "cannot reach Telegram for updates (Bad Gateway); retrying"
+        await wait_until(lambda: log_path.read_text().count(warned) == 2, timeout=60, what="two warnings")
+        tg.send_text(chat, alice, "/queue")
+        await wait_text(tg, chat["id"], "Your pictures", count=2, timeout=60)  # back once Telegram is
         proc.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+        await asyncio.wait_for(proc.wait(), timeout=60)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-    assert proc.returncode == 0, stderr.decode()[-2000:]
-    assert tg.token.split(":", 1)[1] not in stderr.decode()
-    assert "painting on cpu (" in stderr.decode()  # where jobs run, and in which precision
+    stderr = log_path.read_text()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Set Bot API URL" in stderr, "PTB logs its URLs at DEBUG: the check below would prove nothing"
+    assert tg.token.split(":", 1)[1] not in stderr
+    assert "Traceback" not in stderr
+    assert "painting on cpu (" in stderr  # where jobs run, and in which precision
     assert not any(m.get("photo") for m in tg.messages(chat["id"]))
 
     await runner.start()  # the next start paints both
