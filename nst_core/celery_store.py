@@ -104,8 +104,9 @@ def parse_steps(text: str | None) -> tuple[int, ...] | None:
     """``"3"`` or ``"30,15"`` -> a step schedule override; empty -> None (the quality's own)."""
     if not text or not text.strip():
         return None
-    steps = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    if not steps or any(s < 1 for s in steps):
+    parts = [part for part in text.replace(" ", "").split(",") if part]
+    steps = tuple(int(part) for part in parts if part.isdigit())
+    if not steps or len(steps) < len(parts) or any(s < 1 for s in steps):
         raise ValueError(f"steps must be positive whole numbers separated by commas, not {text!r}")
     return steps
 

@@ -93,20 +93,41 @@ class WorkerConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> WorkerConfig:
+        """The configuration from flags (``overrides``) and environment; ValueError names a bad variable."""
         env = os.environ
         values: dict[str, Any] = {
             "redis_url": redis_url(),
             "device": env.get("NST_DEVICE", "auto"),
             "name": env.get("NST_WORKER_NAME", ""),
-            "threads": int(env["NST_TORCH_THREADS"]) if env.get("NST_TORCH_THREADS") else None,
+            "threads": _env_number(int, "NST_TORCH_THREADS", None),
             "steps": parse_steps(env.get("NST_STEPS")),
-            "heartbeat_ttl_s": float(env.get("NST_HEARTBEAT_TTL", "15")),
-            "job_ttl_s": int(env.get("NST_JOB_TTL", str(DEFAULT_JOB_TTL_S))),
-            "prefix": env.get("NST_REDIS_PREFIX", "nst"),
-            "loglevel": env.get("NST_LOGLEVEL", "INFO"),
+            "heartbeat_ttl_s": _env_number(float, "NST_HEARTBEAT_TTL", 15.0),
+            "job_ttl_s": _env_number(int, "NST_JOB_TTL", DEFAULT_JOB_TTL_S),
+            # NST_LOG_LEVEL as for the bot; NST_LOGLEVEL is what earlier versions read.
+            "loglevel": env.get("NST_LOG_LEVEL") or env.get("NST_LOGLEVEL") or "INFO",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        config = cls(**values)
+        if not config.redis_url.lower().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        if config.loglevel.upper() not in logging.getLevelNamesMapping():
+            raise ValueError("NST_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return config
+
+
+def _env_number(kind: Callable[[str], T], name: str, default: T) -> T:
+    """A positive number from the environment (empty: ``default``), or ValueError naming it."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:  # type: ignore[operator]
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what} above 0, not {text!r}")
+    return value
 
 
 @dataclass
@@ -506,10 +527,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = WorkerConfig.from_env(
-        device=args.device, redis_url=args.redis_url, name=args.name, threads=args.threads,
-        steps=parse_steps(args.steps) if args.steps else None, loglevel=args.loglevel,
-    )  # fmt: skip
+    try:
+        config = WorkerConfig.from_env(
+            device=args.device, redis_url=args.redis_url, name=args.name, threads=args.threads,
+            steps=parse_steps(args.steps) if args.steps else None, loglevel=args.loglevel,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"nst-worker: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=config.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

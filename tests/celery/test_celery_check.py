@@ -37,6 +37,28 @@ def test_check_fails_with_one_clear_line_when_redis_is_down(preset_cache: Path) 
     assert "\n" not in line and line.startswith("nst-worker check FAILED: redis")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("NST_TORCH_THREADS", "abc", "NST_TORCH_THREADS must be a whole number above 0, not 'abc'"),
+        ("NST_HEARTBEAT_TTL", "x", "NST_HEARTBEAT_TTL must be a number above 0, not 'x'"),
+        ("NST_STEPS", "3,a", "steps must be positive whole numbers separated by commas, not '3,a'"),
+        ("NST_LOG_LEVEL", "loud", "NST_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR"),
+        ("REDIS_URL", "notaurl", "REDIS_URL must start with redis://, rediss:// or unix://"),
+    ],
+)
+def test_a_bad_setting_is_named_in_one_line(variable: str, value: str, says: str) -> None:
+    """They ended in tracebacks ("invalid literal for int()"), before the device was even looked at."""
+    env = {**worker_env("redis://127.0.0.1:1/0"), variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "nst_core.celery_worker", "--check", "--device", "cpu"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"nst-worker: {says}")
+
+
 def test_cuda_free_gives_each_worker_its_own_gpu(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Scaled Compose replicas all see every GPU; the Redis claim spreads them out."""
     import types
