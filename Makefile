@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # torch/torchvision are pinned here (not in pyproject, which keeps compatible ranges) to the
 # builds this project is tested with; override with `make TORCH_PIN= ...` to let pip choose.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
-SHARED ?= ../shared
+# The shared presets and test photos: NST_SHARED_DIR if set (as the tests read it), else ../shared.
+SHARED ?= $(or $(NST_SHARED_DIR),../shared)
 
 .PHONY: run test lint bench install worker
 

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import NoReturn
 
 from nst_core import presets
 from nst_core.images import ImageError, open_image, save_image
@@ -20,6 +21,7 @@ from nst_core.settings import Quality, SettingsError, StyleSettings
 
 _DEFAULTS = {f.name: f.default for f in fields(StyleSettings)}
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool its reader left
 
@@ -28,8 +30,17 @@ class CLIError(Exception):
     """A problem to report in one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistyped command line gets one line, as every other mistake does
+    (argparse prints its whole usage block first).  Exit code 2, argparse's and the shell's
+    convention for a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nst", description="Paint photos in the style of famous paintings.")
+    parser = _Parser(prog="nst", description="Paint photos in the style of famous paintings.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(
@@ -111,8 +122,7 @@ def _stylize(args: argparse.Namespace) -> int:
         raise CLIError("give a style: --style FILE or --preset SLUG (see `nst presets list`)")
     if args.output.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
         raise CLIError(f"output must end in .jpg, .jpeg, .png or .webp, not {args.output.name!r}")
-    if not args.output.parent.exists():
-        raise CLIError(f"output folder {args.output.parent} does not exist")
+    _check_output(args.output, [args.content, *args.style])
     try:
         device = pick_device(args.device)
     except ValueError as exc:
@@ -179,6 +189,24 @@ def _stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cut(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, with an ellipsis that says something was cut."""
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    """Refuse an output that would fail or destroy an input, before minutes of painting."""
+    folder = output.parent
+    if not folder.exists():
+        raise CLIError(f"output folder {folder} does not exist")
+    if output.is_dir():
+        raise CLIError(f"output {output} is a folder; give a file name, e.g. {output / 'painted.jpg'}")
+    if any(output.exists() and path.exists() and output.samefile(path) for path in inputs):
+        raise CLIError(f"output {output} is one of the input files; give another name so the original is kept")
+    if not os.access(folder, os.W_OK | os.X_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise CLIError(f"cannot write {output} (permission denied or a read-only folder)")
+
+
 def _presets(args: argparse.Namespace) -> int:
     if args.presets_command == "list":
         rows = [
@@ -188,7 +216,7 @@ def _presets(args: argparse.Namespace) -> int:
         header = ("slug", "title", "artist", "year", "cache")
         widths = [min(48, max(len(str(r[i])) for r in [header, *rows])) for i in range(len(header))]
         for row in [header, *rows]:
-            print("  ".join(str(v)[:w].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+            print("  ".join(_cut(str(v), w).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         print(f"\ncache: {presets.cache_dir()}")
         return 0
     slugs = list(presets.catalog()) if args.all else args.slugs

@@ -49,14 +49,16 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
         if len(source) == 0:
             raise ImageError(f"the {what} is empty (0 bytes)")
         fp: io.BytesIO | Path = io.BytesIO(bytes(source))
-        name = what
-    else:
+        the = f"the {what}"
+    else:  # named in every message: a command line may give several files
         fp = Path(source)
-        name = f"{what} {fp.name}"
+        the = f"the {what} {fp.name}"
+        if fp.is_dir():
+            raise ImageError(f"{the} is a folder, not an image file")
         if not fp.is_file():
-            raise ImageError(f"{name}: no such file")
+            raise ImageError(f"{what} {fp.name}: no such file")
         if fp.stat().st_size == 0:
-            raise ImageError(f"{name} is empty (0 bytes)")
+            raise ImageError(f"{the} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -64,8 +66,7 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"the {what} is too large: {w}x{h} is {w * h / 1e6:.0f} megapixels, "
-                    f"the limit is {max_pixels / 1e6:.0f}"
+                    f"{the} is too large: {w}x{h} is {w * h / 1e6:.0f} megapixels, the limit is {max_pixels / 1e6:.0f}"
                 )
             img.seek(0)  # animated GIF/WebP/APNG: the first frame
             img.load()
@@ -75,16 +76,16 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
         if isinstance(exc, UnidentifiedImageError):
             if _is_heif(fp):
                 raise HeicNotSupported(
-                    f"the {what} is a HEIC file (the iPhone's format); reading it needs the `heic` extra "
+                    f"{the} is a HEIC file (the iPhone's format); reading it needs the `heic` extra "
                     "(pip install 'nst-bot[heic]')"
                 ) from None
-            raise ImageError(f"the {what} is not an image (or not a format I can read)") from None
-        raise ImageError(f"the {what} has too many pixels to open safely") from None
+            raise ImageError(f"{the} is not an image (or not a format I can read)") from None
+        raise ImageError(f"{the} has too many pixels to open safely") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc).lower()
         if "truncated" in msg or "broken" in msg or isinstance(exc, EOFError):
-            raise ImageError(f"the {what} is truncated or corrupted") from None
-        raise ImageError(f"the {what} could not be decoded ({exc})") from None
+            raise ImageError(f"{the} is truncated or corrupted") from None
+        raise ImageError(f"{the} could not be decoded ({exc})") from None
     return to_rgb(ImageOps.exif_transpose(img) or img)
 
 

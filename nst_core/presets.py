@@ -125,6 +125,7 @@ def _install(preset: Preset, data_path: Path, dest: Path) -> Path:
             f"preset {preset.slug!r}: file has sha256 {digest[:12]}…, expected {preset.sha256[:12]}…; refused"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
+    data_path.chmod(0o644)  # mkstemp's 0600 would hide a cache filled by root from the bot's own user
     os.replace(data_path, dest)
     return dest
 
@@ -149,8 +150,14 @@ def fetch(slug: str, *, timeout: float = 60.0) -> Path:
         if sha256_of(dest) == preset.sha256:
             return dest
         dest.unlink(missing_ok=True)  # damaged or tampered: fetch it again
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{preset.slug}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{preset.slug}.", suffix=".part")
+    except OSError as exc:
+        raise PresetError(
+            f"cannot write the preset cache {dest.parent} ({exc.strerror or exc}); "
+            f"set {CACHE_ENV} to a folder you can write"
+        ) from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -165,8 +172,9 @@ def fetch(slug: str, *, timeout: float = 60.0) -> Path:
                         shutil.copyfileobj(resp, out)
                 except OSError as exc:
                     host = urllib.parse.urlsplit(preset.raw_url).hostname
+                    not_there = f"; {SOURCE_ENV}={source_dir} has no {preset.file} either" if source_dir else ""
                     raise PresetError(
-                        f"could not download the painting {preset.title!r} from {host} ({_reason(exc)})"
+                        f"could not download the painting {preset.title!r} from {host} ({_reason(exc)}){not_there}"
                     ) from None
         return _install(preset, tmp, dest)
     finally:

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,6 +96,44 @@ def test_bad_input_is_one_clear_line(capsys, argv, message):
     assert len(lines) == 1 and lines[0].startswith("nst: error:") and message in lines[0]
 
 
+def test_an_output_that_would_destroy_an_input_or_fail_is_refused_before_painting(capsys, tmp_path):
+    """-o naming the photo overwrote it without a word; -o naming a folder failed only after the
+    whole painting; a bad style among several did not say which file it was."""
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(Path(PHOTO).read_bytes())
+    (tmp_path / "out.jpg").mkdir()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(PHOTO).read_bytes()[:2000])
+    cases = [
+        (["-o", str(photo)], f"output {photo} is one of the input files"),
+        (["-o", str(tmp_path / "out.jpg")], f"output {tmp_path / 'out.jpg'} is a folder"),
+        (["--style", str(broken), "-o", str(tmp_path / "p.jpg")], "the style image broken.jpg is truncated"),
+        (["--style", str(tmp_path), "-o", str(tmp_path / "p.jpg")], f"the style image {tmp_path.name} is a folder"),
+    ]
+    for extra, message in cases:
+        code, _, err = run(capsys, "stylize", str(photo), "--preset", "great-wave", "--size", "64", *extra)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith(f"nst: error: {message}"), err
+    assert photo.read_bytes() == Path(PHOTO).read_bytes(), "the photo was kept"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["stylize", PHOTO, "--preset", "great-wave", "--quality", "wrong"], "nst stylize: error: argument --quality"),
+        (["stylize", PHOTO, "--preset", "great-wave", "--strength", "2.5"], "invalid int value: '2.5'"),
+        (["stylize", PHOTO, "--preset", "great-wave"], "the following arguments are required: -o/--output"),
+        (["paint", PHOTO], "nst: error: argument command: invalid choice: 'paint'"),
+    ],
+)
+def test_a_mistyped_command_line_is_one_line_too(capsys, argv, message):
+    """argparse printed its five-line usage block before the reason."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1 and message in lines[0] and lines[0].endswith("--help)")
+
+
 def test_presets_list_and_fetch(capsys):
     code, out, _ = run(capsys, "presets", "fetch", "water-lilies")
     assert code == 0 and "water-lilies" in out
@@ -103,6 +142,8 @@ def test_presets_list_and_fetch(capsys):
     row = next(line for line in out.splitlines() if line.startswith("water-lilies"))
     assert "Claude Monet" in row and "cached" in row
     assert sum(1 for line in out.splitlines() if "  " in line) >= 12  # header + 11 presets
+    shipwreck = next(line for line in out.splitlines() if line.startswith("shipwreck"))
+    assert "The Wreck of a Transport Ship (often labelled '…" in shipwreck  # cut, and says so
 
 
 def test_console_script_fails_without_a_traceback(tmp_path):

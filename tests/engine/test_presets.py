@@ -1,6 +1,7 @@
 """The catalog holds the facts; images come into a verified cache."""
 
 import json
+import re
 
 import pytest
 
@@ -51,6 +52,19 @@ def test_fetch_verifies_and_caches(tmp_path, monkeypatch):
     assert path.parent == tmp_path and presets.sha256_of(path) == presets.get("great-wave").sha256
     assert presets.is_cached("great-wave")
     assert not list(tmp_path.glob("*.part"))
+    # Readable by all: a cache filled by root (or a build step) must serve the bot's own user.
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_cache_folder_it_cannot_write_is_named(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("NST_PRESET_DIR", str(tmp_path / "a-file" / "presets"))
+    with pytest.raises(presets.PresetError) as err:
+        presets.fetch("great-wave")
+    assert str(err.value) == (
+        f"cannot write the preset cache {tmp_path / 'a-file' / 'presets'} (Not a directory); "
+        "set NST_PRESET_DIR to a folder you can write"
+    )
 
 
 def test_tampered_source_is_refused_and_nothing_is_left_behind(tmp_path, monkeypatch):
@@ -89,6 +103,10 @@ def test_unreachable_source_gives_a_clear_error(tmp_path, monkeypatch):
     title = presets.get("the-kiss").title
     assert str(err.value) == f"could not download the painting {title!r} from 127.0.0.1 (Connection refused)"
     assert not list(tmp_path.glob("*"))
+    # A source folder without the file: it was passed over in silence.
+    monkeypatch.setenv("NST_PRESET_SOURCE_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(presets.PresetError, match=re.escape(f"NST_PRESET_SOURCE_DIR={tmp_path / 'elsewhere'} has no ")):
+        presets.fetch("the-kiss", timeout=2)
 
 
 def test_fetch_missing_fills_the_cache_and_says_once_what_failed(tmp_path, monkeypatch, caplog):
