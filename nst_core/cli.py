@@ -111,22 +111,11 @@ BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {elapsed}{postfix}"
 
 
 def _stylize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from nst_core.device import default_size, describe_device, pick_device
-    from nst_core.runner import measure_step_cost
-    from nst_core.schedule import blend_eta, plan_at
-    from nst_core.transfer import StylizeError, StylizeProgress, stylize
-
     if not args.style and not args.preset:
         raise CLIError("give a style: --style FILE or --preset SLUG (see `nst presets list`)")
     if args.output.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
         raise CLIError(f"output must end in .jpg, .jpeg, .png or .webp, not {args.output.name!r}")
     _check_output(args.output, [args.content, *args.style])
-    try:
-        device = pick_device(args.device)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
     settings = StyleSettings(
         strength=args.strength,
         size=args.size,
@@ -142,6 +131,19 @@ def _stylize(args: argparse.Namespace) -> int:
     styles = [open_image(path, what="style image") for path in args.style]
     styles += [presets.load_preset_image(slug) for slug in args.preset]
     settings.blend_weights(len(styles))  # validate the count before the long part
+
+    # torch and the engine take seconds to import: every mistake above is reported before that.
+    from tqdm import tqdm
+
+    from nst_core.device import default_size, describe_device, pick_device
+    from nst_core.runner import measure_step_cost
+    from nst_core.schedule import blend_eta, plan_at
+    from nst_core.transfer import StylizeError, StylizeProgress, stylize
+
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
     bar = None
     started = time.monotonic()

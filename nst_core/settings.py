@@ -7,6 +7,7 @@ message whether it came from a command line, a chat command or a queue message.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -81,14 +82,14 @@ class StyleSettings:
                 raise SettingsError(f"size must be from {MIN_SIZE} to {MAX_SIZE} pixels, not {self.size}")
         if self.style_weights is not None:
             weights = tuple(float(w) for w in self.style_weights)
-            if not weights or any(w < 0 for w in weights) or sum(weights) <= 0:
-                raise SettingsError("style weights must be non-negative and not all zero")
+            if not weights or any(not 0 <= w < math.inf for w in weights) or sum(weights) <= 0:  # nan fails too
+                raise SettingsError("style weights must be finite, non-negative and not all zero")
             set_(self, "style_weights", weights)
         if not 0.25 <= float(self.style_scale) <= 4.0:
             raise SettingsError(f"style scale must be from 0.25 to 4, not {self.style_scale}")
         set_(self, "style_scale", float(self.style_scale))
-        if float(self.tv_weight) < 0:
-            raise SettingsError("tv weight must not be negative")
+        if not 0 <= float(self.tv_weight) < math.inf:  # nan fails too
+            raise SettingsError(f"tv weight must be a finite number, 0 or more, not {self.tv_weight}")
         set_(self, "tv_weight", float(self.tv_weight))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise SettingsError(f"seed must be a whole number, not {self.seed!r}")

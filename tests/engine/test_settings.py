@@ -24,6 +24,9 @@ def test_defaults_are_valid_and_round_trip_through_json_form():
         ({"style_weights": (1, -1)}, "non-negative"),
         ({"style_scale": 10}, "style scale"),
         ({"tv_weight": -1}, "tv weight"),
+        ({"tv_weight": float("nan")}, "tv weight must be a finite number"),  # the run "diverged" at the end
+        ({"style_weights": (1, float("inf"))}, "style weights must be finite"),
+        ({"style_scale": float("nan")}, "style scale"),
         ({"seed": -1}, "seed must be between 0 and"),
         ({"seed": 2**64}, "seed must be between 0 and"),
         ({"seed": "7"}, "seed must be a whole number"),
