@@ -61,6 +61,8 @@ def _data_dir_problem(config: BotConfig) -> str | None:
     Checked before Telegram is contacted, so the mistake is named instead of
     surfacing as a traceback from SQLite after the bot has already said hello.
     """
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        return f"NST_DATA_DIR={config.data_dir} is a file, not a folder"
     try:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=config.data_dir):

@@ -207,6 +207,11 @@ async def test_a_data_folder_it_cannot_create_fails_with_one_line_before_telegra
     )
     assert code == 2
     assert stderr.strip().splitlines() == [f"nst-bot: cannot keep data in NST_DATA_DIR={data_dir} (Not a directory)"]
+    code, stderr = await _run_bot_process(
+        tmp_path, TELEGRAM_BOT_TOKEN=tg.token, TELEGRAM_BASE_URL=tg.base_url, NST_DATA_DIR=str(tmp_path / "a-file")
+    )
+    assert code == 2  # it said "(File exists)"
+    assert stderr.strip().splitlines() == [f"nst-bot: NST_DATA_DIR={tmp_path / 'a-file'} is a file, not a folder"]
     assert not tg.calls()  # nothing was said to Telegram
 
 
