@@ -927,6 +927,9 @@ class JobService:
         job = await self.db.get_job(job_id)
         if job is None or job.status not in ACTIVE:
             return
+        if job_id in self._cancel_requested:  # cancelled while the queue was out of reach
+            await self._cancelled(job_id)
+            return
         log.warning("job %s: %s; submitting it again", job_id, reason)
         try:
             await self._recover_job(job, texts.REQUEUED)

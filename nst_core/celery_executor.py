@@ -377,7 +377,8 @@ class CeleryExecutor(Executor):
         )
 
     async def _cancel_remote(self, job_id: str) -> str:
-        status = await self._cancel_script(keys=self._keys.for_job(job_id), args=[job_id, time.time(), self._job_ttl_s])
+        args = [job_id, time.time(), self._job_ttl_s, self._keys.worker_prefix]
+        status = await self._cancel_script(keys=self._keys.for_job(job_id), args=args)
         return status.decode() if isinstance(status, bytes) else str(status)
 
     async def _refresh_workers(self, *, force: bool = False) -> None:
@@ -515,7 +516,11 @@ class CeleryExecutor(Executor):
         for job_id in ids:
             pipe.exists(self._keys.job(job_id))
         for job_id, exists in zip(ids, await pipe.execute(), strict=True):
-            if not exists:
+            if not exists and job_id in self._cancel_later:  # cancelled during the outage: nothing to redo
+                self._cancel_later.discard(job_id)
+                log.info("job %s: its record is gone from redis, and it was cancelled meanwhile", job_id)
+                await self._finish(job_id, JobCancelled(job_id))
+            elif not exists:
                 log.warning("job %s: its record is gone from redis (data lost); reporting it", job_id)
                 await self._finish(job_id, JobFailed(job_id, LOST_REASON, retryable=True))
 

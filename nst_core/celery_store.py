@@ -91,8 +91,8 @@ TERMINAL = frozenset({"done", "failed", "cancelled"})
 MAX_ATTEMPTS = 3
 #: What the user is told when a job has used up its attempts (``JobFailed.reason``).
 GAVE_UP_REASON = (
-    f"the painter stopped {MAX_ATTEMPTS} times while working on this picture, so I gave up on it; "
-    "a smaller /size may help"
+    f"the painter stopped {MAX_ATTEMPTS} times while working on this picture, so I gave up on it "
+    "(it may be too large for the painters' memory)"
 )
 
 
@@ -366,15 +366,20 @@ end
 return result
 """
 
-#: The bot cancels.  ARGV: id, now, ttl.  A queued job is cancelled (and cleaned up) on the
-#: spot: 'cancelled'; a running one gets the flag its worker polls: 'cancelling';
-#: otherwise 'unknown' or its final state.
+#: The bot cancels.  ARGV: id, now, ttl, heartbeat key prefix.  A queued job is cancelled
+#: (and cleaned up) on the spot: 'cancelled'; so is a running one whose worker's heartbeat
+#: has lapsed (nobody is painting it, and no worker may be left to report it cancelled);
+#: a running one gets the flag its worker polls: 'cancelling'; otherwise 'unknown' or its
+#: final state.
 CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'unknown' end
 if state == 'done' or state == 'failed' or state == 'cancelled' then return state end
-if state == 'queued' then
+local owner = redis.call('HGET', KEYS[6], ARGV[1])
+local orphan = state == 'running' and (not owner or redis.call('EXISTS', ARGV[4] .. owner) == 0)
+if state == 'queued' or orphan then
   redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('HDEL', KEYS[6], ARGV[1])
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
   return 'cancelled'
 end
@@ -389,7 +394,7 @@ return 'cancelling'
 #: beats under the same key at once, so for its own name the heartbeat proves nothing;
 #: the boot token the claim stored tells this process's jobs from its predecessor's.
 #: Returns 1 if this caller must send the task again, 2 if the job had used up its
-#: attempts and was failed instead, else 0.
+#: attempts and was failed instead, 3 if it had been cancelled meanwhile, else 0.
 REQUEUE = f"""
 if redis.call('HGET', KEYS[6], ARGV[1]) ~= ARGV[2] then return 0 end
 if ARGV[5] then
@@ -399,6 +404,11 @@ elseif redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then
 end
 redis.call('HDEL', KEYS[6], ARGV[1])
 if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then  -- cancelled while its worker was gone: done with it
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', ARGV[4])
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'cancelled', 'job', ARGV[1], 't', ARGV[4])
+  return 3
+end
 if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= {_MAX_ATTEMPTS} then
 {_give_up("ARGV[4]")}
   return 2

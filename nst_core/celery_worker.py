@@ -222,6 +222,8 @@ class WorkerRuntime:
             outcome = self._requeue(keys=self.keys.for_job(job_id), args=args)
             if outcome == 2:
                 log.warning("%s was lost while running job %s, its last attempt: job failed", lost, job_id)
+            elif outcome == 3:
+                log.info("%s was lost while running job %s, which had been cancelled: job closed", lost, job_id)
             elif outcome:
                 log.warning("%s was lost while running job %s: job requeued", lost, job_id)
                 requeued.append(job_id)

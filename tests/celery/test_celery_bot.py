@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,33 @@ async def test_a_job_whose_record_redis_lost_is_put_back_in_line_and_delivered(
     await bh.settle(1.0)
     assert photos_in(tg, chat["id"]) == 1
     await wait_idle(redis_server.client())
+
+
+async def test_a_picture_cancelled_while_redis_was_down_stays_cancelled_when_redis_comes_back_empty(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """The cancel waited for Redis, which came back without the job: the bot took the job for
+    lost, put it back in line and painted it, after telling its user "Cancelled"."""
+    await runner.start(CeleryExecutor(redis_server.url, steps=(40,)))
+    carol = tg.user(108, "Carol")
+    chat = tg.private_chat(carol)
+    tg.send_photo(chat, carol, bh.image_bytes(seed=8), caption="the-scream")
+    await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=30)
+
+    redis_server.stop()
+    try:
+        tg.send_text(chat, carol, "/cancel")
+        await bh.wait_text(tg, chat["id"], "Cancelled 1 picture", timeout=15)
+    finally:  # it comes back empty, as one without its append-only file does
+        shutil.rmtree(redis_server.directory / "appendonlydir", ignore_errors=True)
+        (redis_server.directory / "appendonly.aof").unlink(missing_ok=True)
+        redis_server.start()
+
+    await bh.wait_text(tg, chat["id"], "Cancelled. ✋", method="editMessageText", timeout=30)
+    await wait_idle(redis_server.client())
+    await bh.settle(1.0)
+    assert photos_in(tg, chat["id"]) == 0
+    assert not any("put it back in line" in bh.text_of(r) for r in tg.calls("editMessageText"))
 
 
 async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(

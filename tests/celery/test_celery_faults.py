@@ -19,7 +19,7 @@ from celery_harness import (
 
 from nst_core.celery_app import QUEUE, TASK_NAME, create_app
 from nst_core.celery_executor import CeleryExecutor
-from nst_core.executor import Hold, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
+from nst_core.executor import Hold, JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
 
 pytestmark = pytest.mark.slow
 
@@ -237,11 +237,13 @@ async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is
         assert events.of_type(JobQueued, "behind")[-1].eta_s is None  # no made-up time
         # Not a frozen "Painting…" either: the running one waits for a worker as well.
         assert events.of_type(JobQueued, "painting")[-1].hold is Hold.NO_WORKER
-        back = start_worker(server, "only", worker_logs)  # its old name: it reruns the job it was killed in
-        await events.wait_for(
-            lambda: events.of_type(JobDone, "painting") and events.of_type(JobDone, "behind"), 120, "both pictures"
-        )
+        # Cancelled now, it is cancelled now: it used to wait for a worker to come back and say so.
+        assert await ex.cancel("painting")
+        assert events.of_type(JobCancelled, "painting")
+        back = start_worker(server, "only", worker_logs)  # its old name: it would rerun the job it was killed in
+        await events.wait_for(lambda: events.of_type(JobDone, "behind"), 120, "the picture behind")
         assert ex.hold is None
+        assert not events.of_type(JobDone, "painting") and len(events.of_type(JobStarted, "painting")) == 1
     finally:
         await ex.stop()
         worker.kill()

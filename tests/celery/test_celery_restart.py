@@ -182,7 +182,7 @@ def test_a_worker_resending_a_job_cancelled_meanwhile_leaves_no_job_key_behind(r
     submit(keys=keys, args=["resent", time.time() - 60, 3600, fields.pop("meta"), fields.pop("content")])
 
     def cancel_then_send(job_id: str) -> None:
-        assert cancel(keys=keys, args=[job_id, time.time(), 3600]) == b"cancelled"
+        assert cancel(keys=keys, args=[job_id, time.time(), 3600, runtime.keys.worker_prefix]) == b"cancelled"
 
     runtime.send_task = cancel_then_send
     assert runtime.resend_unsent() == ["resent"]
