@@ -93,6 +93,8 @@ LOST_REASON = "the queue lost this picture"
 #: The long side a worker paints a job that sets none (``device.default_size`` on a CPU);
 #: only the ETA uses it, and the bot always sets a size.
 GUESSED_DEFAULT_SIZE = 512
+#: At most this often, a running job's progress makes the jobs behind it re-estimate their wait.
+REESTIMATE_S = 5.0
 
 #: Errors that mean "Redis is not reachable right now" (kombu raises its own for sends).
 OUTAGE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -168,6 +170,7 @@ class CeleryExecutor(Executor):
         self._workers: list[WorkerInfo] = []
         self._workers_cost: StepCost | None = None
         self._workers_at = 0.0
+        self._reestimated_at = 0.0
         self._last_length = 0
         self._submit_lock = asyncio.Lock()
 
@@ -577,6 +580,9 @@ class CeleryExecutor(Executor):
                 eta = float(event["eta"]) if event.get("eta") else None
                 watched.eta_s = eta if eta is not None else watched.eta_s
                 await self._emit(JobProgress(job_id, float(event.get("fraction", 0)), eta))
+                if time.monotonic() - self._reestimated_at > REESTIMATE_S:  # the jobs behind it wait less
+                    self._reestimated_at = time.monotonic()
+                    await self._announce_all()
         elif kind == "done":
             data = await self._client().get(self._keys.result(job_id))
             if data is None:
@@ -625,14 +631,27 @@ class CeleryExecutor(Executor):
         return self._last_length + list(self._outbox).index(job_id) + 1
 
     def _eta(self, job_id: str, position: int, running: int) -> float:
-        return self._eta_for(self._schedules.get(job_id), position, running)
+        return self._eta_for(self._schedules.get(job_id), position, running, job_id)
 
-    def _eta_for(self, schedule: list[Scale] | None, position: int, running: int) -> float:
-        """Seconds until a job at ``position`` is done: the jobs ahead (typical ones: other
-        bots may have queued them) spread over the live workers, then the job itself."""
+    def _eta_for(self, schedule: list[Scale] | None, position: int, running: int, job_id: str = "") -> float:
+        """Seconds until a job at ``position`` is done: nothing to wait for while a worker is
+        free; else what the running jobs have left and the jobs ahead need, spread over the
+        live workers; then the job itself.  Each job of this bot's counts by its own size and
+        progress (a large picture ahead is not a typical one); other bots' jobs as typical ones."""
         workers = max(1, len(self._workers))
-        ahead = (position - 1) + 0.5 * running
-        return self._durations.typical * ahead / workers + self._durations.predict(schedule)
+        own = self._durations.predict(schedule)
+        if position <= workers - running:
+            return own
+        typical = self._durations.typical
+        left = [w.eta_s if w.eta_s is not None else typical for w in self._watch.values() if w.state == "running"]
+        left += [0.5 * typical] * max(0, running - len(left))
+        ahead = [
+            self._durations.predict(self._schedules.get(other))
+            for other, w in self._watch.items()
+            if w.state == "queued" and other != job_id and w.position is not None and w.position < position
+        ]
+        ahead += [typical] * max(0, position - 1 - len(ahead))
+        return (sum(left) + sum(ahead)) / workers + own
 
     async def _announce(self, job_id: str, *, force: bool = False) -> None:
         await self._announce_all(only=job_id, force=force)
@@ -663,11 +682,14 @@ class CeleryExecutor(Executor):
             position = int(rank) + 1
             hold = self.hold
             told = watched.eta_s is not None or watched.hold is not None
-            if position == watched.position and hold == watched.hold and told and not force:
+            eta = None if hold else self._eta(job_id, position, int(running))
+            # A new estimate is worth a message once it moved by a fifth: the wait counts down
+            # as the running job reports its progress, not only when the line moves.
+            moved = eta is not None and watched.eta_s is not None and abs(eta - watched.eta_s) > 0.2 * watched.eta_s
+            if position == watched.position and hold == watched.hold and told and not moved and not force:
                 continue
-            watched.position, watched.hold = position, hold
-            watched.eta_s = None if hold else self._eta(job_id, position, int(running))
-            await self._emit(JobQueued(job_id, position, watched.eta_s, hold))
+            watched.position, watched.hold, watched.eta_s = position, hold, eta
+            await self._emit(JobQueued(job_id, position, eta, hold))
 
     async def _announce_delayed(self) -> None:
         for job_id, watched in list(self._watch.items()):

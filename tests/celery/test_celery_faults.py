@@ -224,9 +224,13 @@ async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is
         await ex.submit(make_job("painting", photo))
         await events.wait_for(lambda: events.of_type(JobProgress, "painting"), 60, "the job running")
         ex._steps = (3,)  # quick once its turn comes
+        left = events.of_type(JobProgress, "painting")[-1].eta_s
         await ex.submit(make_job("behind", photo))
         told = events.of_type(JobQueued, "behind")[-1]
         assert told.hold is None and told.eta_s is not None
+        # What the painting has left, then its own: it counted the painting as half a "typical"
+        # picture (a default 512 px one), several times too short behind a large picture.
+        assert told.eta_s == pytest.approx(left + ex._durations.predict(ex._schedules["behind"]), rel=0.35)
 
         worker.kill()
 
