@@ -250,6 +250,7 @@ _HELD = {
 _HELD_LINE = {
     Hold.WARMING_UP: "how long follows once I've warmed up, in a few seconds",
     Hold.NO_WORKER: "waiting for a painter to come online",
+    Hold.UNREACHABLE: "the painters are briefly out of reach, so I can't say how long",
 }
 
 
@@ -264,9 +265,9 @@ def status_heading(name: str) -> str:
 
 def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
     place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
-    if hold is not None:
+    if hold is not None and hold is not Hold.UNREACHABLE:
         return f"🕐 {place}. {_HELD[hold]}"
-    if eta_s is None:  # the executor can't reach its queue right now; the job is safe
+    if eta_s is None:  # the executor can't reach its queue right now (its place too); the job is safe
         return "⏳ Your picture is safe in the queue; the painters are briefly out of reach. It will continue shortly."
     return f"🕐 {place}. Ready in about {minutes(eta_s)}."
 
@@ -401,7 +402,7 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
         where = f"#{position} in the queue"
     if hold is Hold.NO_WORKER and position == 0:  # its worker is gone too: nothing is painting it
         where = "stopped with its painter"
-    if hold is not None and (position != 0 or hold is Hold.NO_WORKER):
+    if hold is not None and (position != 0 or hold is not Hold.WARMING_UP):
         return f"{index}. {esc(style)} — {where}; {_HELD_LINE[hold]}"
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
 

@@ -19,12 +19,20 @@ Why these settings:
   orphaned message, which the job record then makes a no-op.
 * No Celery result backend: results, progress and cancel flags are plain Redis
   keys handled by ``celery_store``, where they can be made exactly-once.
-* The broker connection is retried forever, so workers ride out a Redis restart.
+* The broker connection is retried forever, so workers ride out a Redis restart,
+  and a job keeps painting through it (``worker_cancel_long_running_tasks_on_connection_loss``
+  off, set here because Celery 6 means to turn it on): its record in ``celery_store``, not
+  the broker's acknowledgement, decides whether it runs again.  Celery warns about that
+  choice, many lines long, at every reconnect; the warning is silenced for that reason.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from celery import Celery
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import worker_ready
 
 from nst_core.celery_store import redis_url
 
@@ -32,6 +40,12 @@ TASK_NAME = "nst.run_job"
 QUEUE = "nst"
 #: Long on purpose: a redelivery by the transport means a job runs twice (see above).
 VISIBILITY_TIMEOUT_S = 6 * 3600
+
+
+@worker_ready.connect
+def _quiet_the_reconnect_warning(**_: object) -> None:
+    """Only once the worker is up: Celery's logging set-up puts its own "always show" filter first."""
+    warnings.filterwarnings("ignore", message=r"\s*In Celery 5.1 we introduced", category=CPendingDeprecationWarning)
 
 
 def create_app(url: str | None = None) -> Celery:
@@ -53,6 +67,7 @@ def create_app(url: str | None = None) -> Celery:
         broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_connection_timeout=3,
         broker_heartbeat=0,
         broker_pool_limit=4,

@@ -95,6 +95,9 @@ LOST_REASON = "the queue lost this picture"
 GUESSED_DEFAULT_SIZE = 512
 #: At most this often, a running job's progress makes the jobs behind it re-estimate their wait.
 REESTIMATE_S = 5.0
+#: After an outage, how much longer than the usual 5 s the first look at the workers waits:
+#: a worker beats every third of its heartbeat TTL (5 s by default).
+WORKER_BEAT_GRACE_S = 2.0
 
 #: Errors that mean "Redis is not reachable right now" (kombu raises its own for sends).
 OUTAGE: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -171,6 +174,7 @@ class CeleryExecutor(Executor):
         self._workers_cost: StepCost | None = None
         self._workers_at = 0.0
         self._reestimated_at = 0.0
+        self._outage = False  # Redis unreachable or refusing writes, as last seen
         self._last_length = 0
         self._submit_lock = asyncio.Lock()
 
@@ -186,11 +190,11 @@ class CeleryExecutor(Executor):
 
     @property
     def hold(self) -> Hold | None:
-        """``NO_WORKER`` once the workers' heartbeats were read and none is current.
-
-        Not before that first look (the bot then knows nothing either way), and not
-        while Redis is unreachable, which ``JobQueued`` reports as a delay instead.
-        """
+        """``UNREACHABLE`` while Redis is; ``NO_WORKER`` once the workers' heartbeats were
+        read and none is current (not before that first look: the bot then knows nothing
+        either way)."""
+        if self._outage:
+            return Hold.UNREACHABLE
         return Hold.NO_WORKER if self._ready and self._workers_at and not self._workers else None
 
     @property
@@ -264,7 +268,7 @@ class CeleryExecutor(Executor):
         except Exception as exc:
             if not _is_outage(exc):
                 raise
-            log.warning("job %s: queue unreachable (%s); it will be sent when redis is back", job.id, exc)
+            log.warning("job %s: redis unreachable or refusing writes (%s); it is sent when redis is back", job.id, exc)
             self._outbox[job.id] = job  # the loop sends it as soon as redis answers
             await self._emit(JobQueued(job.id, self._outbox_position(job.id), None))
             return
@@ -447,10 +451,11 @@ class CeleryExecutor(Executor):
                 raise
             except Exception as exc:
                 if _is_outage(exc):
-                    if self._connected or self._ready:
+                    if self._connected or self._ready or not self._outage:
                         log.warning("redis unreachable or refusing writes (%s); jobs are delayed, retrying", exc)
                         self._connected = False
                         self._ready = False
+                        self._outage = True
                         await self._announce_delayed()
                 elif isinstance(exc, ResponseError):
                     if "NOGROUP" in str(exc):  # redis lost its data: recreate the group
@@ -485,7 +490,15 @@ class CeleryExecutor(Executor):
             self._cancel_later.discard(job_id)
             with contextlib.suppress(*OUTAGE):
                 await self.cancel(job_id)
-        await self._refresh_workers(force=True)
+        if self._outage:
+            log.info("redis is back; jobs carry on")
+            self._outage = False
+        if self._workers:
+            # Back after an outage that may have taken the workers' heartbeats with Redis's data:
+            # the workers they knew get a beat to write them again before "no worker online".
+            self._workers_at = time.monotonic() + WORKER_BEAT_GRACE_S
+        else:
+            await self._refresh_workers(force=True)
         self._connected = self._ready = True
         if self.hold is not None:
             self._log_hold()
@@ -694,5 +707,5 @@ class CeleryExecutor(Executor):
     async def _announce_delayed(self) -> None:
         for job_id, watched in list(self._watch.items()):
             position = watched.position if watched.position is not None else 1
-            watched.eta_s, watched.hold = None, None
-            await self._emit(JobQueued(job_id, position, None))
+            watched.eta_s, watched.hold = None, Hold.UNREACHABLE
+            await self._emit(JobQueued(job_id, position, None, Hold.UNREACHABLE))

@@ -70,6 +70,9 @@ class Hold(enum.Enum):
     WARMING_UP = "warming up"
     #: No worker is online to take jobs: until one (re)starts.
     NO_WORKER = "no worker online"
+    #: The queue itself (Redis) is unreachable or refuses writes: jobs are safe and carry on
+    #: when it is back, but nothing about the line can be known meanwhile.
+    UNREACHABLE = "queue unreachable"
 
 
 @dataclass(frozen=True)

@@ -59,12 +59,18 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
         await bh.wait_until(told_delayed, timeout=15, what="a 'delayed' notice")
         tg.send_text(chat, alice, "/help")  # the bot still answers commands
         await bh.wait_text(tg, chat["id"], "How it works", timeout=15)
+        # A picture sent now, and /queue, say the same, not a made-up "ready in about 22 s".
+        tg.send_photo(chat, alice, bh.image_bytes(seed=2), caption="great-wave")
+        await bh.wait_text(tg, chat["id"], "safe in the queue", timeout=15)
+        tg.send_text(chat, alice, "/queue")
+        (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures", timeout=15)
+        assert "briefly out of reach" in bh.text_of(queue) and "ready in about" not in bh.text_of(queue)
     finally:
         redis_server.start()
-    (result,) = await bh.wait_photo(tg, chat["id"], timeout=60)
-    assert bh.reply_to(result) == bh.msg_id(photo)
+    first, _ = await bh.wait_photo(tg, chat["id"], count=2, timeout=90)
+    assert bh.reply_to(first) == bh.msg_id(photo)
     await bh.settle(1.0)
-    assert photos_in(tg, chat["id"]) == 1
+    assert photos_in(tg, chat["id"]) == 2
 
 
 async def test_results_finished_while_the_bot_restarts_are_delivered_once(
