@@ -145,6 +145,8 @@ async def _is_admin(context: Context, chat_id: int, user_id: int) -> bool:
         log.info("could not tell whether %s administers %s: %s", user_id, chat_id, exc)
         return True
     admin = member.status in (ChatMemberStatus.OWNER, ChatMemberStatus.ADMINISTRATOR)
+    if len(known) > 10_000:  # answers a minute old are worth nothing: no need to keep them all
+        known.clear()
     known[(chat_id, user_id)] = (admin, time.monotonic())
     return admin
 
