@@ -591,6 +591,8 @@ class JobService:
         if not known or job.status == "queued":
             # A queued job is gone at once; a running one stops within a step and confirms.
             await self._cancelled(job_id)
+        else:  # not "Painting… 40%", nor "safe in the queue" when its queue is out of reach
+            self._status_update(job_id, texts.CANCELLING)
         return True
 
     async def active_elsewhere(self, user_id: int, chat_id: int) -> int:
@@ -656,6 +658,8 @@ class JobService:
 
     def _status_update(self, job_id: str, text: str) -> None:
         status = self._status.get(job_id)
+        if job_id in self._cancel_requested and text != texts.CANCELLING:
+            return  # "Cancelling…" stands until the executor confirms: its progress or place no longer matter
         if status is not None:
             status.update(text)
 

@@ -236,8 +236,9 @@ DOWNLOAD_FAILED = "I couldn't download that file from Telegram. Please send it a
 def minutes(seconds: float | None) -> str:
     if seconds is None:
         return "a moment"
-    # Rounded up (a time over a limit must not read as equal to it), and never "60 s".
-    if math.ceil(seconds) < 60:
+    # Rounded up (a time over a limit must not read as equal to it).  Seconds up to 99: in whole
+    # minutes, 61 s read "2 min", and 59.5 s "60 s" a moment before "2 min".
+    if math.ceil(seconds) < 100:
         return f"{max(1, math.ceil(seconds))} s"
     return f"{math.ceil(seconds / 60)} min"
 
@@ -288,6 +289,7 @@ REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
 DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
 RESULT_NOT_STORED = "it was painted, but the server could not store the finished picture"
 CANCELLED = "Cancelled. ✋"
+CANCELLING = "✋ Cancelling… the painter stops after its current step."
 USER_BLOCKED = "user blocked the bot"
 
 

@@ -175,6 +175,7 @@ class CeleryExecutor(Executor):
         self._workers_at = 0.0
         self._reestimated_at = 0.0
         self._outage = False  # Redis unreachable or refusing writes, as last seen
+        self._cancelling: set[str] = set()  # cancelled while running: waiting for the worker to stop
         self._last_length = 0
         self._submit_lock = asyncio.Lock()
 
@@ -298,6 +299,8 @@ class CeleryExecutor(Executor):
             await self._finish(job_id, JobCancelled(job_id))
             await self._announce_all()
             return True
+        if status == "cancelling":
+            self._cancelling.add(job_id)  # asked again at each look at the workers: see _recancel
         return status == "cancelling"
 
     async def queue_length(self) -> int:
@@ -402,6 +405,7 @@ class CeleryExecutor(Executor):
         before = self.hold
         self._workers = sorted(infos, key=lambda w: w.name)
         self._workers_at = time.monotonic()
+        await self._recancel()
         if self.hold != before:
             self._log_hold()
             if self.hold is Hold.NO_WORKER:
@@ -420,6 +424,17 @@ class CeleryExecutor(Executor):
             if cost != self._workers_cost:  # the workers changed
                 self._workers_cost = cost
                 self._durations.calibrate(cost)
+
+    async def _recancel(self) -> None:
+        """Cancel again the jobs still stopping: one whose worker died after the first ask is
+        closed now (CANCEL does that once its heartbeat has lapsed), where nothing else would
+        close it while no worker is left to reap it."""
+        for job_id in list(self._cancelling):
+            status = await self._cancel_remote(job_id)
+            if status in ("cancelled", "unknown"):  # closed now, or its record is gone
+                await self._finish(job_id, JobCancelled(job_id))
+            elif status != "cancelling":
+                self._cancelling.discard(job_id)  # done or failed first: its event is on its way
 
     def _log_hold(self) -> None:
         if self.hold is Hold.NO_WORKER:
@@ -631,6 +646,7 @@ class CeleryExecutor(Executor):
         """Emit a job's final event once per executor, and stop watching it."""
         if job_id in self._finished:
             return
+        self._cancelling.discard(job_id)
         self._watch.pop(job_id, None)
         self._schedules.pop(job_id, None)
         self._finished[job_id] = None

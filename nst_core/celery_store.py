@@ -381,6 +381,8 @@ if state == 'queued' or orphan then
   redis.call('ZREM', KEYS[5], ARGV[1])
   redis.call('HDEL', KEYS[6], ARGV[1])
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+  -- A worker that only seemed dead (Redis paused, a stalled host) still polls the flag: it stops.
+  if orphan then redis.call('SET', KEYS[4], '1', 'EX', ARGV[3]) end
   return 'cancelled'
 end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])

@@ -183,10 +183,10 @@ async def test_a_picture_that_would_outrun_the_time_limit_is_refused_before_the_
         chat = tg.private_chat(alice)
         tg.send_text(chat, alice, "/size large")
         (saved,) = await wait_text(tg, chat["id"], "Size set to large")
-        assert "over the 1 min a picture may take here" in text_of(saved)
+        assert "over the 60 s a picture may take here" in text_of(saved)
         tg.send_photo(chat, alice, image_bytes(640, 480), caption="starry-night")
         (refused,) = await wait_text(tg, chat["id"], "This picture would take about")
-        assert "over the 1 min limit here" in text_of(refused) and "/settings" in text_of(refused)
+        assert "over the 60 s limit here" in text_of(refused) and "/settings" in text_of(refused)
         assert not tg.calls("sendPhoto") and "Cancel" not in str(tg.messages(chat["id"]))  # no job, no status
 
         # Smaller, and the same photo is still there to paint.

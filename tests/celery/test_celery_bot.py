@@ -188,6 +188,8 @@ async def test_a_picture_cancelled_while_redis_was_down_stays_cancelled_when_red
     try:
         tg.send_text(chat, carol, "/cancel")
         await bh.wait_text(tg, chat["id"], "Cancelled 1 picture", timeout=15)
+        # Not "safe in the queue … it will continue shortly" after that reply.
+        await bh.wait_text(tg, chat["id"], "Cancelling…", method="editMessageText", timeout=15)
     finally:  # it comes back empty, as one without its append-only file does
         shutil.rmtree(redis_server.directory / "appendonlydir", ignore_errors=True)
         (redis_server.directory / "appendonly.aof").unlink(missing_ok=True)

@@ -208,6 +208,31 @@ async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(
         server.stop()
 
 
+async def test_a_picture_cancelled_as_its_only_worker_dies_is_closed_with_no_worker_left(tmp_path, worker_logs, photo):
+    """Cancelled while the dead worker's heartbeat was still fresh, it waited for a worker to come
+    back and reap it: "No painter is online" for good, after "Cancelled 1 picture"."""
+    server = RedisServer(tmp_path)
+    server.start()
+    worker = start_worker(server, "lone", worker_logs)
+    events = Collector()
+    ex = CeleryExecutor(server.url)
+    try:
+        wait_ready(server, [worker])
+        await ex.start(events)
+        ex._steps = (60,)
+        await ex.submit(make_job("doomed", photo))
+        await events.wait_for(lambda: events.of_type(JobProgress, "doomed"), 60, "the job running")
+        worker.kill()
+        assert await ex.cancel("doomed")  # its heartbeat still stands: the worker is asked to stop
+        assert not events.of_type(JobCancelled, "doomed")
+        await events.wait_for(lambda: events.of_type(JobCancelled, "doomed"), 30, "the cancel closing the job")
+        assert not server.client().exists("nst:job:doomed")
+    finally:
+        await ex.stop()
+        worker.kill()
+        server.stop()
+
+
 async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is_back(tmp_path, worker_logs, photo):
     """The last worker died, and the job behind its own was still told "ready in about 20 s".
 

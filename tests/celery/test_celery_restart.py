@@ -28,7 +28,7 @@ from celery_harness import (
 )
 
 from nst_core.celery_executor import CeleryExecutor
-from nst_core.celery_store import CANCEL, GAVE_UP_REASON, MAX_ATTEMPTS, SUBMIT, encode_inputs
+from nst_core.celery_store import CANCEL, GAVE_UP_REASON, MAX_ATTEMPTS, SUBMIT, Keys, encode_inputs
 from nst_core.celery_worker import WorkerConfig, WorkerRuntime
 from nst_core.executor import JobCancelled, JobDone, JobFailed, JobProgress, JobStarted
 
@@ -188,3 +188,21 @@ def test_a_worker_resending_a_job_cancelled_meanwhile_leaves_no_job_key_behind(r
     assert runtime.resend_unsent() == ["resent"]
     assert not client.exists(runtime.keys.job("resent")), client.hgetall(runtime.keys.job("resent"))
     runtime.redis.close()
+
+
+def test_a_cancel_for_a_job_whose_worker_seems_dead_still_stops_that_worker(redis_server, photo):
+    """The heartbeat lapses when the worker is dead, but also when Redis or its host stalls: the
+    cancel closes the job at once and keeps the flag, which such a worker reads between steps
+    (it deleted the flag too, and a worker that was only paused painted on to the end)."""
+    client = redis_server.client()
+    keys = Keys("stall")
+    job_keys = keys.for_job("stalled")
+    fields = encode_inputs(make_job("stalled", photo))
+    submit, cancel = client.register_script(SUBMIT), client.register_script(CANCEL)
+    submit(keys=job_keys, args=["stalled", time.time(), 3600, fields.pop("meta"), fields.pop("content")])
+    client.hset(keys.job("stalled"), "state", "running")  # taken by a worker whose heartbeat then lapsed
+    client.hset(keys.running, "stalled", "paused-worker")
+    assert cancel(keys=job_keys, args=["stalled", time.time(), 3600, keys.worker_prefix]) == b"cancelled"
+    assert client.exists(keys.cancel("stalled")) and client.ttl(keys.cancel("stalled")) > 0
+    assert not client.exists(keys.job("stalled")) and not client.hexists(keys.running, "stalled")
+    client.delete(keys.cancel("stalled"))
