@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from celery_harness import (
@@ -22,6 +25,25 @@ from nst_core.celery_executor import CeleryExecutor
 from nst_core.executor import Hold, JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
 
 pytestmark = pytest.mark.slow
+
+
+@contextlib.asynccontextmanager
+async def own_queue(tmp_path: Path, worker_logs: Path, name: str) -> AsyncIterator[tuple]:
+    """A private Redis with one worker and an executor on it, for tests that take the queue's
+    only worker (or its Redis) away, which the module's shared pair must not lose."""
+    server = RedisServer(tmp_path)
+    server.start()
+    worker = start_worker(server, name, worker_logs)
+    events = Collector()
+    ex = CeleryExecutor(server.url)
+    try:
+        wait_ready(server, [worker])
+        await ex.start(events)
+        yield server, worker, ex, events
+    finally:
+        await ex.stop()
+        worker.kill()
+        server.stop()
 
 
 async def test_a_worker_killed_mid_job_has_its_job_rerun_by_the_other_and_delivered_once(
@@ -153,14 +175,7 @@ async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(
     Redis is demoted under it (kombu's "Unrecoverable error"), which would take the
     module's shared workers down; Compose restarts such a worker.
     """
-    server = RedisServer(tmp_path)
-    server.start()
-    worker = start_worker(server, "failover", worker_logs)
-    events = Collector()
-    ex = CeleryExecutor(server.url)
-    try:
-        wait_ready(server, [worker])
-        await ex.start(events)
+    async with own_queue(tmp_path, worker_logs, "failover") as (server, worker, ex, events):
         ex._steps = (40,)
         await ex.submit(make_job("painting", photo))
         await events.wait_for(lambda: events.of_type(JobProgress, "painting"), 60, "the job running")
@@ -202,23 +217,12 @@ async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(
         finally:
             client.replicaof("no", "one")
         assert worker.process.poll() not in (None, 0), f"exit code {worker.process.poll()}:\n{worker.tail()}"
-    finally:
-        await ex.stop()
-        worker.terminate()
-        server.stop()
 
 
 async def test_a_picture_cancelled_as_its_only_worker_dies_is_closed_with_no_worker_left(tmp_path, worker_logs, photo):
     """Cancelled while the dead worker's heartbeat was still fresh, it waited for a worker to come
     back and reap it: "No painter is online" for good, after "Cancelled 1 picture"."""
-    server = RedisServer(tmp_path)
-    server.start()
-    worker = start_worker(server, "lone", worker_logs)
-    events = Collector()
-    ex = CeleryExecutor(server.url)
-    try:
-        wait_ready(server, [worker])
-        await ex.start(events)
+    async with own_queue(tmp_path, worker_logs, "lone") as (server, worker, ex, events):
         ex._steps = (60,)
         await ex.submit(make_job("doomed", photo))
         await events.wait_for(lambda: events.of_type(JobProgress, "doomed"), 60, "the job running")
@@ -227,25 +231,13 @@ async def test_a_picture_cancelled_as_its_only_worker_dies_is_closed_with_no_wor
         assert not events.of_type(JobCancelled, "doomed")
         await events.wait_for(lambda: events.of_type(JobCancelled, "doomed"), 30, "the cancel closing the job")
         assert not server.client().exists("nst:job:doomed")
-    finally:
-        await ex.stop()
-        worker.kill()
-        server.stop()
 
 
 async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is_back(tmp_path, worker_logs, photo):
     """The last worker died, and the job behind its own was still told "ready in about 20 s".
 
     Own Redis and worker: the module's pair would not leave the queue workerless."""
-    server = RedisServer(tmp_path)
-    server.start()
-    worker = start_worker(server, "only", worker_logs)
-    events = Collector()
-    ex = CeleryExecutor(server.url)
-    back = None
-    try:
-        wait_ready(server, [worker])
-        await ex.start(events)
+    async with own_queue(tmp_path, worker_logs, "only") as (server, worker, ex, events):
         assert ex.hold is None
         ex._steps = (60,)  # a few seconds on one CPU thread: time to kill the worker half-way
         await ex.submit(make_job("painting", photo))
@@ -272,12 +264,9 @@ async def test_with_the_only_worker_gone_queued_jobs_hear_so_and_run_when_one_is
         assert await ex.cancel("painting")
         assert events.of_type(JobCancelled, "painting")
         back = start_worker(server, "only", worker_logs)  # its old name: it would rerun the job it was killed in
-        await events.wait_for(lambda: events.of_type(JobDone, "behind"), 120, "the picture behind")
-        assert ex.hold is None
-        assert not events.of_type(JobDone, "painting") and len(events.of_type(JobStarted, "painting")) == 1
-    finally:
-        await ex.stop()
-        worker.kill()
-        if back is not None:
+        try:
+            await events.wait_for(lambda: events.of_type(JobDone, "behind"), 120, "the picture behind")
+            assert ex.hold is None
+            assert not events.of_type(JobDone, "painting") and len(events.of_type(JobStarted, "painting")) == 1
+        finally:
             back.terminate()
-        server.stop()
