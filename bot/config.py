@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from nst_core.celery_store import check_redis_url
+
 #: ``123456789:AA…`` — what @BotFather hands out (the secret part is 35 characters today;
 #: tests and local servers use shorter ones, so the check is deliberately loose).
 TOKEN_RE = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{20,}$")
@@ -141,8 +143,8 @@ class BotConfig(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.lower().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        if value is not None:
+            check_redis_url(value)
         return value
 
     @field_validator("admin_ids", "allowed_user_ids", mode="before")

@@ -72,6 +72,14 @@ def refuses_writes(exc: BaseException) -> bool:
 
 #: Default Redis URL when neither an argument nor ``REDIS_URL`` says otherwise.
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def check_redis_url(url: str) -> None:
+    """ValueError unless ``url`` is one redis-py can open (the bot's and the workers' one check)."""
+    if not url.lower().startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must start with redis://, rediss:// or unix:// (e.g. {DEFAULT_REDIS_URL})")
+
+
 #: Consumer group (and consumer) the executor reads the event stream with.
 EVENT_GROUP = "bot"
 EVENT_CONSUMER = "executor"

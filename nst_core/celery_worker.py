@@ -48,6 +48,7 @@ from nst_core.celery_store import (
     REQUEUE,
     Keys,
     WorkerInfo,
+    check_redis_url,
     decode_inputs,
     parse_steps,
     redis_url,
@@ -108,8 +109,10 @@ class WorkerConfig:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
-        if not config.redis_url.lower().startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("REDIS_URL must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        try:
+            check_redis_url(config.redis_url)
+        except ValueError as exc:
+            raise ValueError(f"REDIS_URL {exc}") from None
         if config.loglevel.upper() not in logging.getLevelNamesMapping():
             raise ValueError("NST_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return config
