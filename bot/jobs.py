@@ -467,8 +467,10 @@ class JobService:
             raise RequestError(texts.too_many_jobs(self.config.max_jobs_per_user, then, elsewhere=elsewhere))
         in_queue = await self.db.count_active()
         if in_queue >= self.config.max_queue:
-            held = self.executor.hold is Hold.NO_WORKER
-            raise RequestError(texts.busy(None if held else await self._time_to_room(in_queue), then))
+            hold = self.executor.hold
+            if hold in (Hold.NO_WORKER, Hold.UNREACHABLE):
+                raise RequestError(texts.busy(None, then, hold))
+            raise RequestError(texts.busy(await self._time_to_room(in_queue), then))
         row = JobRow(
             id=uuid.uuid4().hex[:16],
             user_id=who.user_id,

@@ -339,11 +339,18 @@ def too_many_jobs(limit: int, then: str = RESEND_STYLE, *, elsewhere: int = 0) -
     return f"You already have {_pictures(limit)} in the works. Wait for one to finish, or /cancel.\n{then}"
 
 
-def busy(wait_s: float | None, then: str = RESEND_STYLE) -> str:
-    """``None``: no painter is online, so no time can be promised."""
+_FULL_AND_HELD = {
+    Hold.NO_WORKER: "My queue is full and no painter is online right now.",
+    Hold.UNREACHABLE: "My queue is full and the painters are briefly out of reach.",
+}
+
+
+def busy(wait_s: float | None, then: str = RESEND_STYLE, hold: Hold | None = None) -> str:
+    """A queue that is not moving (``hold``) gets no promised time: nothing can say when it frees up."""
+    if hold in _FULL_AND_HELD:
+        return f"{_FULL_AND_HELD[hold]} 🙏 Please try again later.\n{then}"
     when = "later" if wait_s is None else f"in about {minutes(max(wait_s, 60.0))}"
-    why = "My queue is full and no painter is online right now." if wait_s is None else "I'm very busy right now."
-    return f"{why} 🙏 Please try again {when}.\n{then}"
+    return f"I'm very busy right now. 🙏 Please try again {when}.\n{then}"
 
 
 def style_name(preset_slug: str | None) -> str:

@@ -43,6 +43,7 @@ def photos_in(tg: Any, chat_id: int) -> int:
 async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_after(
     tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
 ) -> None:
+    runner.overrides.update(max_queue=2)
     await runner.start(CeleryExecutor(redis_server.url, steps=(40,)))
     alice = tg.user(101, "Alice", username="alice")
     chat = tg.private_chat(alice)
@@ -65,6 +66,11 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
         tg.send_text(chat, alice, "/queue")
         (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures", timeout=15)
         assert "briefly out of reach" in bh.text_of(queue) and "ready in about" not in bh.text_of(queue)
+        # A full queue then promises no time either: nothing can say when it moves again.
+        bob = tg.user(202, "Bob")
+        tg.send_photo(tg.private_chat(bob), bob, bh.image_bytes(seed=3), caption="great-wave")
+        (full,) = await bh.wait_text(tg, bob["id"], "My queue is full", timeout=15)
+        assert "out of reach" in bh.text_of(full) and "try again later" in bh.text_of(full)
     finally:
         redis_server.start()
     first, _ = await bh.wait_photo(tg, chat["id"], count=2, timeout=90)
