@@ -40,6 +40,11 @@ TASK_NAME = "nst.run_job"
 QUEUE = "nst"
 #: Long on purpose: a redelivery by the transport means a job runs twice (see above).
 VISIBILITY_TIMEOUT_S = 6 * 3600
+#: Message priorities.  The Redis transport keeps a list per priority step (0, 3, 6, 9 by
+#: default) and serves the lowest number first, so a job whose worker died, which has
+#: waited its turn once already, goes before every new one instead of to the back.
+PRIORITY_NEW = 6
+PRIORITY_AGAIN = 0
 
 
 @worker_ready.connect
@@ -82,3 +87,10 @@ def create_app(url: str | None = None) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
     )
     return app
+
+
+def send_job(app: Celery, job_id: str, *, again: bool = False) -> None:
+    """Send the message that makes a worker run ``job_id``; ``again`` for a job that was
+    in the works before (requeued), which goes first."""
+    priority = PRIORITY_AGAIN if again else PRIORITY_NEW
+    app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE, priority=priority)

@@ -378,13 +378,10 @@ class CeleryExecutor(Executor):
         return state
 
     async def _send(self, job_id: str) -> None:
-        from nst_core.celery_app import QUEUE, TASK_NAME
+        from nst_core.celery_app import send_job
 
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            self._send_pool,
-            lambda: self._app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE),
-        )
+        await loop.run_in_executor(self._send_pool, send_job, self._app, job_id)
 
     async def _cancel_remote(self, job_id: str) -> str:
         args = [job_id, time.time(), self._job_ttl_s, self._keys.worker_prefix]

@@ -23,7 +23,7 @@ Key layout (``P`` is the prefix, ``nst`` by default)::
     P:in:{id}       hash    the job's inputs: meta (JSON), content, style:0, style:1, ...
     P:out:{id}      string  the finished image, until the executor has delivered it
     P:cancel:{id}   string  set by a cancel; workers poll it between optimisation steps
-    P:pending       zset    queued job ids scored by submission order
+    P:pending       zset    queued job ids scored by submission order (requeued ones first)
     P:running       hash    job id -> worker name
     P:seq           counter submission order
     P:durations     list    seconds of the last 50 jobs (ETAs after a bot restart)
@@ -397,6 +397,10 @@ redis.call('SET', KEYS[4], '1', 'EX', ARGV[3])
 return 'cancelling'
 """
 
+#: Taken off a requeued job's place in the pending set: it goes before every job that was
+#: waiting, as its Celery message does (``celery_app.send_job``), in its old order.
+_FRONT_OF_THE_LINE = 10**12
+
 #: A worker's reaper found ``owner`` silent, or found a job that its own name holds from a
 #: previous run of the process: put the job back in the queue.  ARGV: id, owner, heartbeat
 #: key prefix, now, and, only when ``owner`` is the caller's own name, the caller's boot
@@ -423,10 +427,10 @@ if tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0') >= {_MAX_ATTEMPTS} t
 {_give_up("ARGV[4]")}
   return 2
 end
-local seq = redis.call('INCR', KEYS[7])
+local seq = redis.call('HGET', KEYS[1], 'seq') or redis.call('INCR', KEYS[7])
 local why = ARGV[5] and ' restarted' or ' was lost'
 redis.call('HSET', KEYS[1], 'state', 'queued', 'worker', '', 'requeued', ARGV[4], 'sent', '0')
-redis.call('ZADD', KEYS[5], seq, ARGV[1])
+redis.call('ZADD', KEYS[5], tonumber(seq) - {_FRONT_OF_THE_LINE}, ARGV[1])
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'queued', 'job', ARGV[1], 't', ARGV[4],
   'reason', 'worker ' .. ARGV[2] .. why)
 return 1

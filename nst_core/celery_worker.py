@@ -140,7 +140,8 @@ class WorkerRuntime:
     config: WorkerConfig
     device: str
     description: str
-    send_task: Callable[[str], None] | None = None  # re-sends a job id; set once the Celery app exists
+    #: Sends a job id's message (``again``: a requeued job, which goes first); set once the Celery app exists.
+    send_task: Callable[[str, bool], None] | None = None
     keys: Keys = field(init=False)
     redis: redis.Redis = field(init=False)
     current_job: str | None = field(default=None, init=False)
@@ -231,7 +232,7 @@ class WorkerRuntime:
                 log.warning("%s was lost while running job %s: job requeued", lost, job_id)
                 requeued.append(job_id)
                 if self.send_task is not None:
-                    self.send_task(job_id)
+                    self.send_task(job_id, True)
                     self.mark_sent(job_id)
         self._silent_since = {p: t for p, t in self._silent_since.items() if p in seen}
         return requeued
@@ -265,7 +266,7 @@ class WorkerRuntime:
             if now - since < older_than_s:
                 continue
             log.warning("job %s was queued without a message; sending it", job_id)
-            self.send_task(job_id)
+            self.send_task(job_id, requeued is not None)
             self.mark_sent(job_id)
             resent.append(job_id)
         return resent
@@ -587,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from celery.signals import worker_shutdown
 
-    from nst_core.celery_app import QUEUE, TASK_NAME, create_app
+    from nst_core.celery_app import QUEUE, TASK_NAME, create_app, send_job
 
     app = create_app(config.redis_url)
     runtime = WorkerRuntime(config, device, description)
@@ -595,10 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.durations.calibrate(step_cost)
     runtime.default_size = default_size(device)
 
-    def resend(job_id: str) -> None:
-        app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=QUEUE)
-
-    runtime.send_task = resend
+    runtime.send_task = lambda job_id, again: send_job(app, job_id, again=again)
 
     @app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
     def run_task(job_id: str) -> str:

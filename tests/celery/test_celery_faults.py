@@ -20,8 +20,9 @@ from celery_harness import (
     wait_ready,
 )
 
-from nst_core.celery_app import QUEUE, TASK_NAME, create_app
+from nst_core.celery_app import create_app, send_job
 from nst_core.celery_executor import CeleryExecutor
+from nst_core.celery_worker import WorkerConfig, WorkerRuntime
 from nst_core.executor import Hold, JobCancelled, JobDone, JobFailed, JobProgress, JobQueued, JobStarted
 
 pytestmark = pytest.mark.slow
@@ -77,7 +78,7 @@ async def test_a_redelivered_message_for_a_delivered_job_does_nothing(executor, 
     await wait_clean(redis_server.client())
     # What the transport does with an orphaned message after its visibility timeout.
     app = create_app(redis_server.url)
-    await asyncio.to_thread(app.send_task, TASK_NAME, args=["once"], task_id="once", queue=QUEUE)
+    await asyncio.to_thread(send_job, app, "once")
     for _ in range(100):
         if any("job once: not running it (gone)" in w.log.read_text() for w in workers):
             break
@@ -217,6 +218,38 @@ async def test_a_redis_that_refuses_writes_holds_jobs_until_it_takes_them_again(
         finally:
             client.replicaof("no", "one")
         assert worker.process.poll() not in (None, 0), f"exit code {worker.process.poll()}:\n{worker.tail()}"
+
+
+async def test_a_job_whose_worker_died_goes_before_the_ones_that_waited_behind_it(tmp_path, worker_logs, photo):
+    """It went to the back of the line: a user whose picture was half painted then waited for
+    every picture sent after theirs.  Own Redis and worker: one worker makes the order plain."""
+    async with own_queue(tmp_path, worker_logs, "first") as (server, worker, ex, events):
+        ex._steps = (60,)  # a few seconds on one CPU thread: time to kill the worker half-way
+        await ex.submit(make_job("early", photo))
+        await events.wait_for(lambda: events.of_type(JobProgress, "early"), 60, "the job running")
+        ex._steps = (3,)
+        for job_id in ("later-1", "later-2"):
+            await ex.submit(make_job(job_id, photo))
+        worker.kill()
+        # A reaper under the dead worker's name puts its job back at once, with no worker
+        # about to take it: where the job now stands can be asked.
+        reaper = WorkerRuntime(WorkerConfig(redis_url=server.url, name="first"), "cpu", "test")
+        app = create_app(server.url)
+        reaper.send_task = lambda job_id, again: send_job(app, job_id, again=again)
+        try:
+            assert await asyncio.to_thread(reaper.reap) == ["early"]
+            assert [await ex.position(j) for j in ("early", "later-1", "later-2")] == [1, 2, 3]
+        finally:
+            reaper.redis.close()
+            app.close()
+        back = start_worker(server, "again", worker_logs)
+        try:
+            done = ("early", "later-1", "later-2")
+            await events.wait_for(lambda: all(events.of_type(JobDone, j) for j in done), 120, "every picture")
+        finally:
+            back.terminate()
+        second_runs = [e.job_id for e in events.of_type(JobStarted)][1:]
+        assert second_runs == ["early", "later-1", "later-2"]
 
 
 async def test_a_picture_cancelled_as_its_only_worker_dies_is_closed_with_no_worker_left(tmp_path, worker_logs, photo):

@@ -181,7 +181,7 @@ def test_a_worker_resending_a_job_cancelled_meanwhile_leaves_no_job_key_behind(r
     submit, cancel = client.register_script(SUBMIT), client.register_script(CANCEL)
     submit(keys=keys, args=["resent", time.time() - 60, 3600, fields.pop("meta"), fields.pop("content")])
 
-    def cancel_then_send(job_id: str) -> None:
+    def cancel_then_send(job_id: str, again: bool) -> None:
         assert cancel(keys=keys, args=[job_id, time.time(), 3600, runtime.keys.worker_prefix]) == b"cancelled"
 
     runtime.send_task = cancel_then_send
