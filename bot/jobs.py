@@ -495,13 +495,14 @@ class JobService:
         log.info("job %s queued for user %s in chat %s", row.id, who.user_id, who.chat_id)
         # 1 = next to start, as the executor counts; the running job is not "in the queue".
         position = await self.db.count_active("queued")
+        note = texts.small_photo(*size, settings.size) if size and 2 * max(size) < (settings.size or 0) else ""
         if (hold := self.executor.hold) is not None:
-            await self._open_status(row, texts.queued(position, None, hold))
+            await self._open_status(row, texts.queued(position, None, hold), note)
         else:
             eta = await self.executor.estimate(self._job_for(row, content_bytes, style_bytes))
             if eta is None:
                 eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
-            await self._open_status(row, texts.queued(position, eta))
+            await self._open_status(row, texts.queued(position, eta), note)
         await self._hand_over(row, content_bytes, style_bytes)
         return row
 
@@ -550,9 +551,9 @@ class JobService:
         self._group_edit_at[chat_id] = now + interval
         return 0.0
 
-    async def _open_status(self, row: JobRow, text: str) -> None:
-        """Send (or after a restart, reuse) the job's status message."""
-        heading = _heading(row)
+    async def _open_status(self, row: JobRow, text: str, note: str = "") -> None:
+        """Send (or after a restart, reuse) the job's status message; ``note`` heads it while it lasts."""
+        heading = _heading(row) + note
         status: StatusMessage | None = None
         if row.status_message_id is not None:
             status = StatusMessage(self, row.id, row.chat_id, row.status_message_id, "", heading)

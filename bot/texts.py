@@ -264,6 +264,14 @@ def status_heading(name: str) -> str:
     return f"For <b>{esc(name or 'someone')}</b> (photo sent before this group was upgraded):\n"
 
 
+def small_photo(width: int, height: int, size: int) -> str:
+    """Heads the status of a photo enlarged more than twice: the user can still cancel and send a bigger one."""
+    return (
+        f"ℹ️ Your photo is only {width}×{height} pixels, so painted at {size} px it will look soft; "
+        "a larger photo paints sharper.\n"
+    )
+
+
 def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
     place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
     if hold is not None and hold is not Hold.UNREACHABLE:

@@ -82,6 +82,22 @@ async def test_photo_then_preset_button_gives_result_with_buttons(
     assert any("Style: <b>The Starry Night</b>" in text_of(r) for r in tg.calls("editMessageText"))
 
 
+async def test_a_tiny_photo_is_painted_with_a_note_that_it_will_look_soft(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """A 30×24 photo enlarged to 80 px was painted without a word on why the result is blurry."""
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/size large")
+    await wait_text(tg, chat["id"], "80")
+    tg.send_photo(chat, alice, image_bytes(30, 24), caption="great-wave")
+    (status,) = await wait_text(tg, chat["id"], "queue")
+    assert "only 30×24 pixels" in text_of(status) and "at 80 px" in text_of(status)
+    await wait_photo(tg, chat["id"])
+    tg.send_photo(chat, alice, image_bytes(40, 32, seed=2), caption="great-wave")  # enlarged twice: fine
+    statuses = await wait_text(tg, chat["id"], "queue", count=2)
+    assert "pixels" not in text_of(statuses[1])
+
+
 async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     photo = tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
