@@ -327,6 +327,10 @@ class JobService:
             timer.cancel()
         await asyncio.gather(*self._timers, return_exceptions=True)
         await self.executor.stop(grace_s=self.config.stop_grace_s)
+        # A cancel the stop overtook (the painting was interrupted before it confirmed) is
+        # still a cancel: left active, the row would be painted again at the next start.
+        for job_id in list(self._cancel_requested):
+            await self._cancelled(job_id)
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             _, still = await asyncio.wait(pending, timeout=10)

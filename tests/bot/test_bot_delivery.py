@@ -258,6 +258,29 @@ async def test_a_cancel_pressed_while_a_restart_requeues_the_job_stops_it(
     assert "Cancelled" in shown["text"] and not shown.get("reply_markup")
 
 
+async def test_a_picture_cancelled_just_before_a_stop_stays_cancelled_after_the_restart(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """The stop interrupted the painting before it confirmed the cancel, so the row still said
+    running: the next start put it back in the queue, painted it and sent it."""
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    (job,) = await runner.service.db.jobs_with_status(("running",))
+    assert await runner.service.cancel(job.id)  # "Cancelling…": it stops at its next step...
+    await runner.stop()  # ...but the bot stops first
+    (closed,) = await wait_text(tg, chat["id"], "Cancelled", method="editMessageText")
+    assert not closed.params.get("reply_markup")
+
+    await runner.start(slow_executor())
+    await settle(2.0)
+    assert (await runner.service.db.get_job(job.id)).status == "cancelled"
+    edits = [text_of(r) for r in tg.calls("editMessageText", chat["id"])]
+    assert not any("I restarted" in t for t in edits), edits
+    assert not [m for m in tg.messages(chat["id"]) if m.get("photo")]
+
+
 async def test_a_result_that_cannot_be_stored_is_reported_not_left_painting(
     tg: FakeTelegram, bot: BotRunner, alice: dict
 ) -> None:
