@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 
 SIZE_NAMES = ("small", "medium", "large")
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+#: How long a sent result's answer is awaited.  The bot's other calls give up after 15 s, but a
+#: result that timed out may well have arrived, and sending it again shows it twice.
+RESULT_READ_TIMEOUT_S = 90.0
 #: Delivery retries after Telegram stayed unreachable: 30 s, doubling, at most 15 min apart.
 REDELIVERY_FIRST_S = 30.0
 REDELIVERY_MAX_S = 900.0
@@ -816,6 +819,7 @@ class JobService:
                             reply_parameters=self._reply_to(job.content_message_id),
                             reply_markup=self.result_markup(job),
                             filename=f"{job.id}.jpg" if as_photo else self._file_name(job),
+                            read_timeout=RESULT_READ_TIMEOUT_S,
                         ),
                         job_id,
                     )
@@ -878,6 +882,8 @@ class JobService:
         self._redeliveries[job_id] = tries
         delay = min(REDELIVERY_MAX_S, REDELIVERY_FIRST_S * 2 ** (tries - 1))
         log.warning("job %s not delivered now; trying again in %.0f s", job_id, delay)
+        if tries == 1:  # not "Painting… 100%" with a Cancel button for what may be many minutes
+            self.spawn(self._close_status(job_id, texts.SENDING_DELAYED))
 
         async def later() -> None:
             await asyncio.sleep(delay)

@@ -294,6 +294,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
 
 RESTARTED = "♻️ I restarted; your picture is back in the queue."
 REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
+SENDING_DELAYED = "✅ Painted! Telegram isn't taking the picture right now; I'll keep trying to send it."
 DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
 RESULT_NOT_STORED = "it was painted, but the server could not store the finished picture"
 CANCELLED = "Cancelled. ✋"

@@ -54,10 +54,27 @@ async def test_a_result_waits_out_a_telegram_outage(
     chat = tg.private_chat(alice)
     tg.fail("sendPhoto", 502, "Bad Gateway", times=4)
     photo = tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    # Meanwhile the status no longer reads "Painting… 100%" with a Cancel button that can't cancel.
+    (waiting,) = await wait_text(tg, chat["id"], "keep trying", method="editMessageText", timeout=60)
+    assert "Painted" in text_of(waiting) and not waiting.params.get("reply_markup")
     (result,) = await wait_photo(tg, chat["id"], timeout=60)
     assert reply_to(result) == msg_id(photo)
     await settle(1.0)
     assert len([r for r in tg.calls("sendPhoto") if r.status == 200]) == 1
+    assert not [m for m in tg.messages(chat["id"]) if "keep trying" in m.get("text", "")]  # gone once sent
+
+
+async def test_a_result_telegram_is_slow_to_confirm_is_sent_once(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
+    """Telegram showed the picture but answered after the bot's usual 15 s: it was sent again."""
+    chat = tg.private_chat(alice)
+    held = tg.hold("sendPhoto")
+    tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    await asyncio.wait_for(held.reached.wait(), 60)
+    await asyncio.sleep(17)
+    held.release()
+    await wait_until(lambda: bool(bot.service._status) is False, timeout=15, what="the status closed")
+    await settle(1.0)
+    assert len([m for m in tg.messages(chat["id"]) if m.get("photo")]) == 1
 
 
 async def test_a_group_upgraded_to_a_supergroup_still_gets_its_result(
