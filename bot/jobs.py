@@ -284,6 +284,8 @@ class JobService:
         self._images_bytes = 0
         self._started = False
         self._started_at = 0.0
+        #: Set once the last run's jobs are back in the executor: new ones queue behind them.
+        self._recovered = asyncio.Event()
         self._dropped: set[str] = set()
         self._retried: set[str] = set()  # jobs submitted again after a retryable failure (once each)
         self._redeliveries: dict[str, int] = {}
@@ -308,6 +310,7 @@ class JobService:
         await self.executor.start(self._on_event)
         self._started = True
         self._started_at = time.time()
+        self._recovered.clear()
         self.spawn(self.recover())
         self._timer(self._prune_every(PRUNE_INTERVAL_S))
 
@@ -520,12 +523,15 @@ class JobService:
             return min(known)
         return in_queue * (await self.db.typical_seconds() or 60.0)
 
-    async def _hand_over(self, row: JobRow, content: bytes, style: bytes | None) -> None:
+    async def _hand_over(self, row: JobRow, content: bytes, style: bytes | None, *, recovering: bool = False) -> None:
         """Give the job to the executor, unless it was cancelled while its status message went out.
 
         Telegram shows the message and its Cancel button before the bot has the answer,
         and a press there only finds the row: the executor has no job to stop yet.
+        A new job waits for the last run's jobs to be back in line, or it would go before them.
         """
+        if not recovering:
+            await self._recovered.wait()
         if row.id in self._dropped:  # blocked the bot in the meantime: don't paint for nobody
             return
         if await self._status_of(row.id) == "cancelled":
@@ -924,6 +930,12 @@ class JobService:
     # --- restart recovery -----------------------------------------------------------------
     async def recover(self) -> None:
         """Deliver what finished but was not sent, and queue again what was queued or running."""
+        try:
+            await self._recover()
+        finally:
+            self._recovered.set()
+
+    async def _recover(self) -> None:
         for job in await self.db.undelivered_done():
             if job.result_path and Path(job.result_path).is_file():
                 self.spawn(self.deliver(job.id))
@@ -968,7 +980,7 @@ class JobService:
             return  # cancelled while its pictures were downloading
         job.status = "queued"
         await self._open_status(job, status_text)
-        await self._hand_over(job, content, style)
+        await self._hand_over(job, content, style, recovering=True)
 
     async def _prune_every(self, interval_s: float) -> None:
         """Old full-size files go at every start and then periodically: a bot may run for months."""

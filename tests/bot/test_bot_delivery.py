@@ -298,6 +298,35 @@ async def test_a_picture_cancelled_just_before_a_stop_stays_cancelled_after_the_
     assert not [m for m in tg.messages(chat["id"]) if m.get("photo")]
 
 
+async def test_after_a_restart_a_new_picture_queues_behind_the_ones_left_from_before(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """Pictures are put back in line one by one (each fetched from Telegram again), and a photo
+    sent meanwhile went to the painter first: ahead of everyone who had waited before the restart."""
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    bob = tg.user(202, "Bob")
+    bob_chat = tg.private_chat(bob)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    tg.send_photo(bob_chat, bob, image_bytes(seed=2), caption="great-wave")
+    await wait_text(tg, bob_chat["id"], "queue")
+    await runner.stop()
+
+    held = tg.hold("getFile")  # the restart's first fetch, of Alice's photo, is slow
+    await runner.start()
+    await asyncio.wait_for(held.reached.wait(), 15)
+    carol = tg.user(303, "Carol")
+    carol_chat = tg.private_chat(carol)
+    tg.send_photo(carol_chat, carol, image_bytes(seed=3), caption="the-scream")
+    await wait_text(tg, carol_chat["id"], "queue")
+    held.release()
+    for who in (chat, bob_chat, carol_chat):
+        await wait_photo(tg, who["id"], timeout=60)
+    order = [r.params["chat_id"] for r in tg.calls("sendPhoto")]
+    assert order == [str(c["id"]) for c in (chat, bob_chat, carol_chat)], order
+
+
 async def test_a_result_that_cannot_be_stored_is_reported_not_left_painting(
     tg: FakeTelegram, bot: BotRunner, alice: dict
 ) -> None:
