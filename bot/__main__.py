@@ -4,18 +4,22 @@ PTB's ``run_polling``/``run_webhook`` handle SIGINT/SIGTERM: they stop taking
 updates, let running handlers finish, then stop the service, which leaves
 queued and interrupted jobs in SQLite for the next start.
 
-A start that cannot get going (a data folder it cannot write, a token Telegram
-refuses, a Bot API it cannot reach, a webhook Telegram will not set or a port it
-cannot listen on) ends with one line saying which, not a chain of tracebacks.
+A start that cannot get going (a data folder it cannot write or that another bot
+is already using, a token Telegram refuses, a Bot API it cannot reach, a webhook
+Telegram will not set or a port it cannot listen on) ends with one line saying
+which, not a chain of tracebacks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import sqlite3
 import sys
 import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from telegram import Update
@@ -70,6 +74,53 @@ def _data_dir_problem(config: BotConfig) -> str | None:
     except OSError as exc:
         return f"cannot keep data in NST_DATA_DIR={config.data_dir} ({exc.strerror or exc})"
     return None
+
+
+#: The file in NST_DATA_DIR whose lock says a bot is using the folder; it holds that bot's pid and host.
+LOCK_NAME = "bot.lock"
+
+
+def _data_dir_taken(data_dir: Path, held: contextlib.ExitStack) -> str | None:
+    """Takes NST_DATA_DIR for this process, or says which bot already has it.
+
+    Two bots on one folder would both re-queue the other's running jobs at start-up and
+    paint every picture twice. The lock is ``flock``'s, held on a file kept open until
+    ``held`` closes: the kernel drops it when the process ends however it ends (SIGKILL
+    and crashes too), so a restart is never refused by a lock left behind.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock, and no guard
+        return None
+    path = data_dir / LOCK_NAME
+    try:
+        lock_file = held.enter_context(open(path, "a+", encoding="utf-8"))  # noqa: SIM115 -- held open on purpose
+    except OSError as exc:
+        return f"cannot use the lock file {path} ({exc.strerror or exc})"
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.seek(0)
+        return (
+            f"another bot{_holder(lock_file.read())} is already running on NST_DATA_DIR={data_dir}; "
+            "stop it first, or give this bot its own NST_DATA_DIR"
+        )
+    except OSError as exc:  # a filesystem without locks (some network mounts): run unguarded, as before
+        log.warning("cannot lock %s (%s): nothing stops a second bot on this folder", path, exc.strerror or exc)
+        return None
+    lock_file.truncate(0)  # "a+" writes at the end, which is now the start
+    lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
+    lock_file.flush()
+    return None
+
+
+def _holder(lock_text: str) -> str:
+    """`` (pid N)`` from what the bot holding the lock wrote, `` (pid N on HOST)`` if on another host
+    (another container on the same volume); nothing if it has not written it yet."""
+    pid, _, host = lock_text.strip().partition(" ")
+    if not pid.isdigit():
+        return ""
+    return f" (pid {pid} on {host})" if host and host != socket.gethostname() else f" (pid {pid})"
 
 
 def _database_problem(config: BotConfig) -> str | None:
@@ -132,9 +183,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nst-bot: {exc}", file=sys.stderr)
         return 2
     setup_logging(config)
-    if problem := _data_dir_problem(config) or _database_problem(config) or _device_problem(config):
-        print(f"nst-bot: {problem}", file=sys.stderr)
-        return 2
+    with contextlib.ExitStack() as held:  # the data folder's lock, released when the bot is done
+        if problem := (
+            _data_dir_problem(config)
+            or _data_dir_taken(config.data_dir, held)
+            or _database_problem(config)
+            or _device_problem(config)
+        ):
+            print(f"nst-bot: {problem}", file=sys.stderr)
+            return 2
+        return _run_and_report(config)
+
+
+def _run_and_report(config: BotConfig) -> int:
+    """Runs the bot until it is stopped; a start that fails is reported in one line."""
     try:
         run(config)
     except InvalidToken:
