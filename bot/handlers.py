@@ -480,10 +480,16 @@ async def _submit(
 ) -> bool:
     svc = service(context)
     content = ImageRef(draft.content_file_id, draft.content_message_id)
+    settings = svc.style_settings(await svc.prefs(who.user_id))
+    if await svc.painted_before(who, content.file_id, preset, style.file_id if style else None, settings):
+        # Say so rather than paint it the same again (a style typed or picked twice).
+        chosen = presets.get(preset).short_title if preset else None
+        await reply(message, texts.painted_already(chosen))
+        return False
     await _close_other_prompt(context, draft)
     then = texts.RESEND_STYLE_PICTURE if style is not None and not who.in_group else None
     try:
-        await svc.submit(who, content, preset=preset, style=style, then=then)
+        await svc.submit(who, content, preset=preset, style=style, settings=settings, then=then)
     except RequestError as exc:
         # Refused (limits, a failed download): the photo still becomes the waiting one, so
         # the style the user sends later paints *this* photo, not an older one.
@@ -961,16 +967,17 @@ async def on_text(update: Update, context: Context) -> None:
             short = len(message.text.split()) <= 3
             await reply(message, texts.not_a_style_name(message.text) if short else texts.WAITING_FOR_STYLE)
         else:
-            await reply(message, await _nudge(svc, who))
+            await reply(message, await _nudge(svc, who, last_photo=True))
         return
     await reply(message, texts.NEED_PHOTO_FIRST if slug is not None else await _nudge(svc, who))
 
 
-async def _nudge(svc: JobService, who: Requester) -> str:
-    """What to say to text that is no style name: while pictures paint, where to follow them."""
+async def _nudge(svc: JobService, who: Requester, *, last_photo: bool = False) -> str:
+    """What to say to text that is no style name: while pictures paint, where to follow them;
+    after a result, that a style's name paints that photo again (it would, so say so)."""
     if await svc.db.active_jobs(who.user_id):
         return texts.NEED_PHOTO_BUSY
-    return texts.NEED_PHOTO
+    return texts.NEW_PHOTO_OR_STYLE if last_photo else texts.NEED_PHOTO
 
 
 async def _style_awaited(update: Update, context: Context) -> bool:
@@ -1122,11 +1129,9 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
         return
     svc = service(context)
     wanted = settings.replace(strength=strength)
-    for done in await svc.db.delivered_of(who.user_id, job.chat_id, job.content_file_id):
-        same_style = (done.style_preset, done.style_file_id) == (job.style_preset, job.style_file_id)
-        if same_style and StyleSettings.from_dict(done.settings) == wanted:  # it would come out the same
-            await query.answer(texts.already_painted(strength), show_alert=True)
-            return
+    if await svc.painted_before(who, job.content_file_id, job.style_preset, job.style_file_id, wanted):
+        await query.answer(texts.already_painted(strength), show_alert=True)
+        return
     style = ImageRef(job.style_file_id, None) if job.style_file_id else None
     try:
         await svc.submit(

@@ -356,6 +356,21 @@ class JobService:
     async def prefs(self, user_id: int) -> Prefs:
         return Prefs.from_dict(await self.db.get_settings(user_id))
 
+    async def painted_before(
+        self,
+        who: Requester,
+        content_file_id: str,
+        preset: str | None,
+        style_file_id: str | None,
+        settings: StyleSettings,
+    ) -> bool:
+        """Whether this chat already has this photo painted so: the engine would paint it the same again."""
+        for done in await self.db.delivered_of(who.user_id, who.chat_id, content_file_id):
+            same_style = (done.style_preset, done.style_file_id) == (preset, style_file_id)
+            if same_style and StyleSettings.from_dict(done.settings) == settings:
+                return True
+        return False
+
     async def save_prefs(self, user_id: int, prefs: Prefs) -> None:
         await self.db.set_settings(user_id, prefs.to_dict())
 

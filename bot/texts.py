@@ -142,6 +142,7 @@ PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
 PICK_STYLE_GROUP = "Pick a style — or reply to this message with a picture to copy the style from."
 NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
+NEW_PHOTO_OR_STYLE = "Send me a new photo 📷, or type a style's name (see /styles) to paint your last one in it."
 NEED_PHOTO_BUSY = "Your pictures are in the works: /queue says how far along they are. Send another photo any time. 📷"
 WAITING_FOR_STYLE = (
     "I have your photo and I'm waiting for a style: tap one of the buttons above, "
@@ -423,6 +424,15 @@ def queue_line(index: int, style: str, position: int | None, eta_s: float | None
     if hold is not None and (position != 0 or hold is not Hold.WARMING_UP):
         return f"{index}. {esc(style)} — {where}; {_HELD_LINE[hold]}"
     return f"{index}. {esc(style)} — {where}, ready in about {minutes(eta_s)}"
+
+
+def painted_already(style: str | None) -> str:
+    """A style asked for again, for a photo this chat already has painted in it with these settings."""
+    what = f"in <b>{esc(style)}</b>" if style else "in that style"
+    return (
+        f"That photo is already painted {what} with your settings: it's above. "
+        "Pick another style, or change /strength or /size first."
+    )
 
 
 def already_painted(strength: int) -> str:

@@ -352,6 +352,19 @@ async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot
     results = await wait_photo(tg, chat["id"], count=2)
     assert "The Kiss" in text_of(results[1])
     assert len(photo_requests(tg, chat["id"])) == 2
+    # Chatter now is told what a name would do, not "I need a photo" (a name then paints one)...
+    tg.send_text(chat, alice, "hello")
+    (hint,) = await wait_text(tg, chat["id"], "to paint your last one")
+    assert "I need a photo" not in text_of(hint)
+    # ...and a style it is already painted in, with the same settings, is not painted the same again.
+    tg.send_text(chat, alice, "great wave")
+    (again,) = await wait_text(tg, chat["id"], "already painted")
+    assert "The Great Wave" in text_of(again)
+    tg.send_text(chat, alice, "/strength 9")  # changed settings: a new picture after all
+    await wait_text(tg, chat["id"], "Strength set to 9")
+    tg.send_text(chat, alice, "great wave")
+    results = await wait_photo(tg, chat["id"], count=3)
+    assert "strength 9" in text_of(results[2])
 
 
 async def test_style_shown_again_closes_the_first_keyboard(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
