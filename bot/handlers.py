@@ -628,7 +628,8 @@ async def _change(update: Update, context: Context, usage: str, parse: Parser, *
     new = parse(prefs, arg) if arg else None
     if new is None:  # the panel's buttons too: tapping beats retyping a command
         current, keyboard = settings_view(prefs, svc, who)
-        await reply(message, f"{usage}\n\n{current}", reply_markup=keyboard)
+        said = f"{texts.wont_do(arg)} {usage}" if arg else usage
+        await reply(message, f"{said}\n\n{current}", reply_markup=keyboard)
         return
     await svc.save_prefs(who.user_id, new[0])
     cost = svc.price(new[0]) if priced else ""
@@ -1213,6 +1214,9 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
         new = Prefs()
     elif what != "noop":
         await query.answer(texts.OLD_BUTTON, show_alert=True)
+        return
+    if what == "noop":  # the label between − and +
+        await query.answer(texts.USE_THE_STRENGTH_BUTTONS)
         return
     if new == prefs:
         await query.answer({"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))

@@ -444,6 +444,15 @@ EDIT_IGNORED = "I only read new messages, not edits: please send it again."
 STRONGEST = "That's already the strongest setting."
 WEAKEST = "That's already the weakest setting."
 NO_CHANGE = "No change."
+USE_THE_STRENGTH_BUTTONS = "Use − and + beside it to change the strength."
+
+
+def wont_do(value: str) -> str:
+    """A setting's value that isn't one of its choices, named back so the user sees what was read."""
+    shown = value if len(value) <= 20 else value[:19] + "…"
+    return f"“{esc(shown)}” won't do."
+
+
 RESULT_GONE = "Sorry, that result is no longer on the server."
 
 

@@ -50,12 +50,19 @@ async def test_each_setting_command(tg: FakeTelegram, bot: BotRunner, alice: dic
 async def test_bad_setting_values_explain_the_choices(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
     tg.send_text(chat, alice, "/strength 11")
-    await wait_text(tg, chat["id"], "number from 1 (subtle) to 10")
+    (wrong,) = await wait_text(tg, chat["id"], "number from 1 (subtle) to 10")
+    assert text_of(wrong).startswith("“11” won't do.")  # said to be wrong, not only the usage again
     tg.send_text(chat, alice, "/strength")
-    await wait_text(tg, chat["id"], "number from 1 (subtle) to 10", count=2)
+    plain = (await wait_text(tg, chat["id"], "number from 1 (subtle) to 10", count=2))[1]
+    assert "won't do" not in text_of(plain)  # no argument: nothing was wrong
     tg.send_text(chat, alice, "/size huge")
     (usage,) = await wait_text(tg, chat["id"], "<code>small</code>, <code>medium</code> or <code>large</code>")
+    assert "“huge” won't do." in text_of(usage)
     assert {"small", "✓ medium", "large"} <= set(button_data(usage))  # or tap one
+    # The label between − and + is a button too: pressing it says what to press instead.
+    message, data = find_button(tg, chat["id"], "s:noop:")
+    tg.press_button(message, alice, data)
+    await wait_until(lambda: "Use − and + beside it to change the strength." in answers(tg), what="a hint")
     tg.send_text(chat, alice, "/quality perfect")
     await wait_text(tg, chat["id"], "<code>fast</code>, <code>balanced</code> or <code>best</code>")
     tg.send_text(chat, alice, "/colors maybe")
