@@ -516,7 +516,8 @@ async def cmd_styles(update: Update, context: Context) -> None:
     media: list[InputMediaPhoto] = []
     downloads_fail = False
     for p in catalog:
-        caption = f"<b>{texts.esc(p.title)}</b> — {texts.esc(p.artist)}, {texts.esc(p.year)}\n<code>{p.slug}</code>"
+        name = f"<b>{texts.esc(p.short_title)}</b> — {texts.esc(p.artist)}, {texts.esc(p.year)}"
+        caption = f"{name}\n<code>{p.slug}</code>"
         source: object = known.get(p.slug)
         if source is None:
             if downloads_fail and not presets.path(p.slug).is_file():

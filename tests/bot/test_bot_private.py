@@ -446,6 +446,9 @@ async def test_styles_gallery_shows_titles_and_artists(tg: FakeTelegram, bot: Bo
     captions = [m.get("caption", "") for g in groups for m in param(g, "media")]
     assert len(captions) == 11
     assert any("The Starry Night" in c and "Vincent van Gogh" in c for c in captions)
+    # Titles as people say them; the catalogue's notes ("exact title unverified") are not for users.
+    assert not [c for c in captions if "unverified" in c or "often labelled" in c], captions
+    assert any(c.startswith("<b>The Great Wave</b> — ") for c in captions)
     await wait_text(tg, chat["id"], "pick one of these")
     tg.send_text(chat, alice, "/presets")  # what the CLI calls them; "I don't know that command" before
     await tg.wait_for("sendMediaGroup", count=4)
