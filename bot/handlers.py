@@ -399,8 +399,8 @@ async def _image_ok(svc: JobService, message: Message, ref: ImageRef, what: str 
     """Whether a picture can be painted; if not, the reason is told under ``message``."""
     try:
         await svc.check_image(ref, what)
-    except RequestError as exc:
-        await reply(message, str(exc))
+    except RequestError as exc:  # a refused style leaves the photo waiting: say so, as for a sticker
+        await reply(message, f"{exc}\n{texts.PHOTO_STILL_WAITS}" if what == "style image" else str(exc))
         return False
     return True
 

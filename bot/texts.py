@@ -144,6 +144,7 @@ NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
 NEW_PHOTO_OR_STYLE = "Send me a new photo 📷, or type a style's name (see /styles) to paint your last one in it."
 NEED_PHOTO_BUSY = "Your pictures are in the works: /queue says how far along they are. Send another photo any time. 📷"
+PHOTO_STILL_WAITS = "Your photo still waits for its style."
 WAITING_FOR_STYLE = (
     "I have your photo and I'm waiting for a style: tap one of the buttons above, "
     "type a style name like <code>starry-night</code>, or send a picture to copy the style from."

@@ -79,7 +79,7 @@ def open_image(source: bytes | str | Path, *, what: str = "image", max_pixels: i
                     f"{the} is a HEIC file (the iPhone's format); reading it needs the `heic` extra "
                     "(pip install 'nst-bot[heic]')"
                 ) from None
-            raise ImageError(f"{the} is not an image (or not a format I can read)") from None
+            raise ImageError(f"{the} can't be read: it is not an image, or not in a format I know") from None
         raise ImageError(f"{the} has too many pixels to open safely") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc).lower()
