@@ -766,10 +766,13 @@ async def cmd_queue(update: Update, context: Context) -> None:
         return
     hold = service(context).hold
     names = [texts.style_name(job.style_preset) for job, _, _ in rows]
-    # After Stronger and Weaker, two of one style: the strength tells them apart.
+    strengths = [StyleSettings.from_dict(job.settings).strength for job, _, _ in rows]
+    # After Stronger and Weaker, two of one style: the strength tells them apart (where it differs).
     names = [
-        f"{name} (strength {StyleSettings.from_dict(job.settings).strength})" if names.count(name) > 1 else name
-        for name, (job, _, _) in zip(names, rows, strict=True)
+        f"{name} (strength {strength})"
+        if len({s for n, s in zip(names, strengths, strict=True) if n == name}) > 1
+        else name
+        for name, strength in zip(names, strengths, strict=True)
     ]
     lines = [
         texts.queue_line(i, name, position, eta, hold)

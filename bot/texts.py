@@ -366,7 +366,7 @@ def busy(wait_s: float | None, then: str = RESEND_STYLE, hold: Hold | None = Non
 
 def style_name(preset_slug: str | None) -> str:
     if preset_slug is None:
-        return "your own style"
+        return "Your own style"
     try:
         return presets.get(preset_slug).short_title
     except presets.PresetError:

@@ -60,7 +60,7 @@ async def test_group_own_style_by_replying_to_the_prompt(
     await wait_text(tg, group["id"], "asks for someone else's style")
     tg.send_photo(group, bob, image_bytes(seed=4), reply_to=prompt)
     (result,) = await wait_photo(tg, group["id"])
-    assert "your own style" in text_of(result) and reply_to(result) == msg_id(photo)
+    assert "🖼 Your own style ·" in text_of(result) and reply_to(result) == msg_id(photo)
 
 
 async def test_group_style_name_typed_in_reply_to_the_prompt(

@@ -173,7 +173,7 @@ async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) ->
     prompt, _ = find_button(tg, chat["id"], "p:")
     tg.send_photo(chat, alice, image_bytes(seed=3))
     (result,) = await wait_photo(tg, chat["id"])
-    assert "your own style" in text_of(result)
+    assert "🖼 Your own style ·" in text_of(result)
     assert reply_to(result) == msg_id(photo)
     # The prompt says what the second picture became, and its buttons are gone: they looked
     # usable, and answered "older message" while the photo was being painted.
@@ -202,7 +202,7 @@ async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner
     first = tg.send_photo(chat, alice, image_bytes(seed=1), media_group_id="album-1")
     tg.send_photo(chat, alice, image_bytes(seed=2), media_group_id="album-1")
     (result,) = await wait_photo(tg, chat["id"])
-    assert "your own style" in text_of(result)
+    assert "🖼 Your own style ·" in text_of(result)
     assert reply_to(result) == msg_id(first)
     assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
 
@@ -215,7 +215,7 @@ async def test_album_of_three_says_what_it_used_and_how_to_paint_them_all(
     (note,) = await wait_text(tg, chat["id"], "first two pictures")
     assert "caption" in text_of(note) and "<code>starry-night</code>" in text_of(note)
     (result,) = await wait_photo(tg, chat["id"])
-    assert "your own style" in text_of(result) and reply_to(result) == msg_id(photos[0])
+    assert "🖼 Your own style ·" in text_of(result) and reply_to(result) == msg_id(photos[0])
 
 
 async def test_an_album_captioned_with_a_style_paints_each_picture_in_it(

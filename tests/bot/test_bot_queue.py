@@ -128,6 +128,7 @@ async def test_per_user_limit_and_global_queue_cap(tg: FakeTelegram, runner: Bot
     tg.send_text(chat, alice, "/queue")
     (queue,) = await wait_text(tg, chat["id"], "Your pictures")
     assert text_of(queue).count("Starry Night") == 2
+    assert "(strength" not in text_of(queue)  # the same strength tells nothing apart: their places do
 
 
 async def test_queue_tells_two_pictures_of_one_style_apart(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
