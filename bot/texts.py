@@ -62,8 +62,8 @@ def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = Fal
     """
     album = " An album captioned <code>/stylize starry-night</code> paints every picture in it." if sees_all else ""
     how = (
-        "reply to a photo with <code>/stylize starry-night</code> "
-        f"(or just /stylize, then reply to my message with a picture for your own style).{album}\n"
+        "reply to a photo with <code>/stylize starry-night</code>, or send a photo captioned so "
+        f"(or reply with just /stylize, then reply to my message with a picture for your own style).{album}\n"
     )
     group = f"<b>In groups</b>: {how}"
     if in_group:

@@ -138,7 +138,8 @@ def describe_device(device: str, threads: int | None = None) -> str:
     if device.startswith("cuda"):
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))}{precision})"
     if device == "cpu":
-        return f"cpu ({threads or torch.get_num_threads()} threads{precision})"
+        n = threads or torch.get_num_threads()
+        return f"cpu ({n} thread{'' if n == 1 else 's'}{precision})"
     return device
 
 

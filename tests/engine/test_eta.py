@@ -223,3 +223,5 @@ def test_the_device_line_counts_the_threads_the_painter_is_given() -> None:
 
     threads = torch.get_num_threads() + 1
     assert f"cpu ({threads} threads" in LocalExecutor("cpu", threads=threads).device
+    one = LocalExecutor("cpu", threads=1).device  # /stats shows it: "1 threads" was a slip
+    assert "cpu (1 thread" in one and "1 threads" not in one
