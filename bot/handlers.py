@@ -232,7 +232,8 @@ async def cmd_start(update: Update, context: Context) -> None:
     assert update.effective_message is not None and update.effective_user is not None
     who = requester(update)
     name = who.name if who.user_id < 0 else update.effective_user.first_name  # "Hi Painters" when anonymous
-    await update.effective_message.reply_text(texts.start(name, in_group=who.in_group))
+    waiting = await _waiting_photo_note(who, context)
+    await update.effective_message.reply_text(texts.start(name, in_group=who.in_group) + waiting)
 
 
 async def cmd_help(update: Update, context: Context) -> None:
@@ -251,7 +252,10 @@ async def cmd_style(update: Update, context: Context) -> None:
     who = requester(update)
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if not _draft_is_fresh(draft, context):
-        await reply(message, texts.GROUP_USAGE if who.in_group else texts.NEED_PHOTO_FIRST)
+        if who.in_group:
+            await reply(message, texts.GROUP_USAGE)
+        else:
+            await _style_for_next_photo(message, " ".join(context.args or []), context)
         return
     assert draft is not None
     if not context.args:
@@ -745,6 +749,9 @@ async def cmd_cancel(update: Update, context: Context) -> None:
         await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
         return
     elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
+    if not n and not waiting and _next_style(context) is not None:  # "/style x" with no photo yet
+        await reply(message, texts.NEXT_STYLE_DROPPED)
+        return
     if waiting:
         assert draft is not None
         await svc.db.delete_draft(who.chat_id, who.user_id)  # a typed style name must not paint it either
@@ -760,8 +767,12 @@ async def cmd_queue(update: Update, context: Context) -> None:
     assert message is not None
     who = requester(update)
     rows = await service(context).queue_of(who.user_id, who.chat_id if who.in_group else None)
+    waiting = await _waiting_photo_note(who, context)
     if not rows:
         elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0
+        if waiting:
+            await reply(message, f"You have nothing in the works yet.{waiting}")
+            return
         await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
         return
     hold = service(context).hold
@@ -778,7 +789,16 @@ async def cmd_queue(update: Update, context: Context) -> None:
         texts.queue_line(i, name, position, eta, hold)
         for i, (name, (_, position, eta)) in enumerate(zip(names, rows, strict=True), 1)
     ]
-    await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them.")
+    await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them." + waiting)
+
+
+async def _waiting_photo_note(who: Requester, context: Context) -> str:
+    """A line about the private chat's photo that waits for its style ("" if none): /queue and
+    /start ignored it, and only /cancel admitted it was there."""
+    if who.in_group:
+        return ""
+    draft = await service(context).db.get_draft(who.chat_id, who.user_id)
+    return f"\n\n{texts.PHOTO_WAITS_HERE}" if _awaits_style(draft, context) else ""
 
 
 async def cmd_stats(update: Update, context: Context) -> None:
@@ -940,6 +960,9 @@ async def _single_picture(message: Message, context: Context) -> None:
         await _submit(message, who, draft, context, style=ref)
         return
     new = new_draft(who, ref)
+    if (slug := _next_style(context)) is not None:  # "/style starry-night" came first
+        await _submit(message, who, new, context, preset=slug)
+        return
     await _ask_for_style(message, new, context, texts.PICK_STYLE)
 
 
@@ -974,7 +997,34 @@ async def on_text(update: Update, context: Context) -> None:
         else:
             await reply(message, await _nudge(svc, who, last_photo=True))
         return
-    await reply(message, texts.NEED_PHOTO_FIRST if slug is not None else await _nudge(svc, who))
+    if slug is not None:
+        await _style_for_next_photo(message, slug, context)
+    else:
+        await reply(message, await _nudge(svc, who))
+
+
+#: ``chat_data`` key of a style named before any photo: (slug, when).  Kept in memory: it is
+#: meant for the photo that follows in a minute, not for one sent after a restart.
+NEXT_STYLE = "next_style"
+
+
+async def _style_for_next_photo(message: Message, name: str, context: Context) -> None:
+    """A style named with no photo to paint: remembered for the next photo, not forgotten."""
+    slug, suggestion = find_preset(name) if name else (None, None)
+    if slug is None:
+        await reply(message, texts.unknown_preset(name, suggestion) if name else texts.NEED_PHOTO_FIRST)
+        return
+    assert context.chat_data is not None
+    context.chat_data[NEXT_STYLE] = (slug, time.time())
+    await reply(message, texts.style_for_next_photo(presets.get(slug).short_title))
+
+
+def _next_style(context: Context) -> str | None:
+    """The style named for the photo just sent, if one was and is still fresh (it is used up)."""
+    if context.chat_data is None or (pending := context.chat_data.pop(NEXT_STYLE, None)) is None:
+        return None
+    slug, when = pending
+    return slug if time.time() - when < service(context).config.draft_ttl_s else None
 
 
 async def _nudge(svc: JobService, who: Requester, *, last_photo: bool = False) -> str:

@@ -140,10 +140,18 @@ def style_chosen(title: str) -> str:
 
 PICK_STYLE_FOR_LAST = "Pick a style for your last photo:"
 PICK_STYLE_GROUP = "Pick a style — or reply to this message with a picture to copy the style from."
+
+
+def style_for_next_photo(title: str) -> str:
+    return f"<b>{esc(title)}</b> it is: now send me the photo to paint. 📷"
+
+
+NEXT_STYLE_DROPPED = "OK, forgot the style you picked: the next photo gets the style buttons. ✋"
 NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
 NEW_PHOTO_OR_STYLE = "Send me a new photo 📷, or type a style's name (see /styles) to paint your last one in it."
 NEED_PHOTO_BUSY = "Your pictures are in the works: /queue says how far along they are. Send another photo any time. 📷"
+PHOTO_WAITS_HERE = "📷 Your last photo is waiting for its style: pick one under it, or /cancel to drop it."
 PHOTO_STILL_WAITS = "Your photo still waits for its style."
 WAITING_FOR_STYLE = (
     "I have your photo and I'm waiting for a style: tap one of the buttons above, "

@@ -114,10 +114,24 @@ async def test_file_over_the_download_limit(tg: FakeTelegram, bot: BotRunner, al
 
 async def test_style_without_photo_and_unknown_preset(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     chat = tg.private_chat(alice)
-    tg.send_text(chat, alice, "/style starry-night")
+    tg.send_text(chat, alice, "/style")
     await wait_text(tg, chat["id"], "Send me a photo first")
-    tg.send_text(chat, alice, "starry-night")
-    await wait_text(tg, chat["id"], "Send me a photo first", count=2)
+    # A style named before the photo is kept for it (it used to be forgotten: pick it again),
+    # unless /cancel forgets it...
+    tg.send_text(chat, alice, "the scream")
+    await wait_text(tg, chat["id"], "<b>The Scream</b> it is")
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "forgot the style you picked")
+    tg.send_text(chat, alice, "/style starry-night")
+    await wait_text(tg, chat["id"], "<b>The Starry Night</b> it is: now send me the photo")
+    first = tg.send_photo(chat, alice, image_bytes(seed=5))
+    (painted,) = await wait_photo(tg, chat["id"])
+    assert "The Starry Night" in text_of(painted) and reply_to(painted) == msg_id(first)
+    # ...and used once: the next photo is asked for its style.
+    tg.send_photo(chat, alice, image_bytes(seed=6))
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Dropped the photo")
 
     tg.send_photo(chat, alice, image_bytes(), caption="stary nite")
     (msg,) = await wait_text(tg, chat["id"], "I don't know a style called")
@@ -127,7 +141,7 @@ async def test_style_without_photo_and_unknown_preset(tg: FakeTelegram, bot: Bot
     (msg2,) = await wait_text(tg, chat["id"], "“grate-wave”")
     assert "great-wave" in text_of(msg2)
     tg.send_text(chat, alice, "/style starry-night")
-    (result,) = await wait_photo(tg, chat["id"])
+    *_, result = await wait_photo(tg, chat["id"], count=2)
     assert "The Starry Night" in text_of(result)
 
 

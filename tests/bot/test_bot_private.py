@@ -42,6 +42,16 @@ async def test_start_and_help_explain_with_presets(tg: FakeTelegram, bot: BotRun
     tg.send_text(chat, alice, "/help")
     (help_,) = await wait_text(tg, chat["id"], "How it works")
     assert "/stylize" in text_of(help_) and "great-wave" in text_of(help_)
+    assert "waiting for its style" not in text_of(start)
+    # With a photo waiting for its style, /start and /queue say so: only /cancel used to admit it.
+    tg.send_photo(chat, alice, image_bytes())
+    await wait_text(tg, chat["id"], "pick a style")
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "nothing in the works")
+    assert "Your last photo is waiting for its style" in text_of(queue) and "Send me a photo" not in text_of(queue)
+    tg.send_text(chat, alice, "/start")
+    again = (await wait_text(tg, chat["id"], "Hi Alice", count=2))[1]
+    assert "Your last photo is waiting for its style" in text_of(again)
 
 
 async def test_command_menu_is_registered_at_start(tg: FakeTelegram, bot: BotRunner) -> None:

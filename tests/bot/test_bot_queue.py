@@ -89,7 +89,9 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
     tg.send_text(chat, alice, "/cancel")
     await wait_text(tg, chat["id"], "Dropped the photo", count=2)
     tg.send_text(chat, alice, "great-wave")  # no photo is waiting now, so none is painted
-    await wait_text(tg, chat["id"], "Send me a photo first")
+    await wait_text(tg, chat["id"], "now send me the photo")
+    await settle(1.0)
+    assert photo_requests(tg, chat["id"]) == []
 
 
 async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
