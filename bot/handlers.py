@@ -957,7 +957,10 @@ async def _single_picture(message: Message, context: Context) -> None:
             return
     if is_style:
         assert draft is not None
-        await _submit(message, who, draft, context, style=ref)
+        if await _submit(message, who, draft, context, style=ref):
+            # Said under the picture: otherwise nothing there shows it was taken as a style,
+            # not as a second photo to paint (only the prompt above changes).
+            await reply(message, texts.USED_AS_STYLE)
         return
     new = new_draft(who, ref)
     if (slug := _next_style(context)) is not None:  # "/style starry-night" came first

@@ -151,6 +151,10 @@ NEED_PHOTO_FIRST = "Send me a photo first, then pick a style. 📷"
 NEED_PHOTO = "I need a photo to paint. 📷 Send one (or an image file) — see /help."
 NEW_PHOTO_OR_STYLE = "Send me a new photo 📷, or type a style's name (see /styles) to paint your last one in it."
 NEED_PHOTO_BUSY = "Your pictures are in the works: /queue says how far along they are. Send another photo any time. 📷"
+USED_AS_STYLE = (
+    "🎨 I'm using this picture as the style for your photo above. "
+    "Meant to paint it instead? Cancel that one and send this again."
+)
 PHOTO_WAITS_HERE = "📷 Your last photo is waiting for its style: pick one under it, or /cancel to drop it."
 PHOTO_STILL_WAITS = "Your photo still waits for its style."
 WAITING_FOR_STYLE = (

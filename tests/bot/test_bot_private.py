@@ -181,10 +181,13 @@ async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) ->
     photo = tg.send_photo(chat, alice, image_bytes(seed=1))
     await wait_text(tg, chat["id"], "pick a style")
     prompt, _ = find_button(tg, chat["id"], "p:")
-    tg.send_photo(chat, alice, image_bytes(seed=3))
+    style = tg.send_photo(chat, alice, image_bytes(seed=3), caption="my cat")  # a caption that names no style
     (result,) = await wait_photo(tg, chat["id"])
     assert "🖼 Your own style ·" in text_of(result)
     assert reply_to(result) == msg_id(photo)
+    # Said under the second picture too: only the prompt above used to show it became a style.
+    (used,) = await wait_text(tg, chat["id"], "using this picture as the style")
+    assert reply_to(used) == msg_id(style)
     # The prompt says what the second picture became, and its buttons are gone: they looked
     # usable, and answered "older message" while the photo was being painted.
     closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == prompt["message_id"])
