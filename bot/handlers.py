@@ -127,6 +127,8 @@ async def acting_for(update: Update, context: Context, owner: int, name: str = "
 
 
 ADMIN_CHECK_TTL_S = 60.0
+#: A second "Full size" press on one result within this many seconds is a double tap, not a request.
+FULL_SIZE_AGAIN_S = 10.0
 
 
 async def _is_admin(context: Context, chat_id: int, user_id: int) -> bool:
@@ -1221,7 +1223,11 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     if owned is None:
         return
     job, _ = owned
-    draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, secrets.token_hex(4))
+    # Pressed again while its keyboard is open: the same photo's prompt, shown again (not "a newer request").
+    old = await service(context).db.get_draft(job.chat_id, job.user_id)
+    same = old is not None and old.content_file_id == job.content_file_id and _awaits_style(old, context)
+    token = old.token if same and old is not None else secrets.token_hex(4)
+    draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, token)
     await service(context).db.save_draft(draft)
     await query.answer()
     sending = context.bot.send_message(
@@ -1243,6 +1249,15 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
     if not service(context).has_full_size(job):  # said before "Sending…", not after it
         await query.answer(texts.RESULT_GONE, show_alert=True)
         return
+    # A double tap sent the file twice: a second press within a few seconds points to the first.
+    sent_at: dict[str, float] = context.bot_data.setdefault("full_size_sent", {})
+    now = time.monotonic()
+    for stale in [j for j, t in sent_at.items() if now - t >= FULL_SIZE_AGAIN_S]:
+        del sent_at[stale]
+    if job.id in sent_at:
+        await query.answer(texts.FULL_ALREADY_SENT)
+        return
+    sent_at[job.id] = now
     await query.answer(texts.SENDING_FULL)
     if not await service(context).send_full_size(job, query.message.message_id):
         await query.message.reply_text(texts.RESULT_GONE)  # removed in between

@@ -479,6 +479,7 @@ def not_cancellable(status: str) -> str:
 
 
 SENDING_FULL = "Sending the full-size file…"
+FULL_ALREADY_SENT = "Already on its way: the full-size file is just below."
 ANOTHER_STYLE = "Pick another style for this photo:"
 
 # --- settings ---------------------------------------------------------------------------------

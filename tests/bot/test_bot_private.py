@@ -134,12 +134,19 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     tg.press_button(result_msg, alice, data["🎨 Another style"])
     (again,) = await wait_text(tg, chat["id"], "Pick another style")
     assert reply_to(again) == result_msg["message_id"]
+    # Pressed twice: the first keyboard was closed as if a newer photo had taken its place.
+    tg.press_button(result_msg, alice, data["🎨 Another style"])
+    await wait_text(tg, chat["id"], "Pick another style", count=2)
+    (closed,) = await wait_text(tg, chat["id"], "Closed:", method="editMessageText")
+    assert text_of(closed) == "Closed: the same buttons are below."
     message, kiss = find_button(tg, chat["id"], "p:the-kiss:")
     tg.press_button(message, alice, kiss)
     results = await wait_photo(tg, chat["id"], count=4)
     assert "The Kiss" in text_of(results[3]) and reply_to(results[3]) == msg_id(photo)
 
     tg.press_button(result_msg, alice, data["📄 Full size"])
+    tg.press_button(result_msg, alice, data["📄 Full size"])  # a double tap sent the file twice
+    await tg.wait_for("answerCallbackQuery", lambda r: "Already on its way" in text_of(r))
     (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"])
     assert reply_to(doc) == result_msg["message_id"]
     assert doc.files and next(iter(doc.files.values()))[:2] == b"\xff\xd8"  # the JPEG itself, uncompressed
