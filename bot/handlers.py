@@ -990,7 +990,9 @@ async def on_text(update: Update, context: Context) -> None:
             return
         await _submit(message, who, new_draft(who, ref), context, preset=slug)
         return
-    fresh = _draft_is_fresh(draft, context)
+    # A style named for a photo whose keyboard still waits counts however old it is: so do the
+    # buttons under it (a later *picture* is a new photo, though: see _awaits_style).
+    fresh = _draft_is_fresh(draft, context) or (draft is not None and draft.awaiting_style and slug is not None)
     if fresh and draft is not None:
         if slug is not None:
             await _submit(message, who, draft, context, preset=slug)

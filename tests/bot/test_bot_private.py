@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import socketserver
@@ -385,6 +386,25 @@ async def test_style_command_and_typed_name_for_last_photo(tg: FakeTelegram, bot
     tg.send_text(chat, alice, "great wave")
     results = await wait_photo(tg, chat["id"], count=3)
     assert "strength 9" in text_of(results[2])
+
+
+async def test_a_style_typed_long_after_the_photo_paints_it_like_its_buttons_would(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """After the draft's lifetime the buttons under the photo still painted it, but a typed name
+    got "Send me a photo first" with the photo and its open keyboard right above."""
+    runner.overrides.update(draft_ttl_s=0.5)
+    await runner.start()
+    chat = tg.private_chat(alice)
+    photo = tg.send_photo(chat, alice, image_bytes())
+    await wait_text(tg, chat["id"], "pick a style")
+    await asyncio.sleep(1.0)
+    tg.send_text(chat, alice, "great wave")
+    (result,) = await wait_photo(tg, chat["id"])
+    assert reply_to(result) == msg_id(photo) and "The Great Wave" in text_of(result)
+    # A picture sent that late is a new photo, not the old one's style.
+    tg.send_photo(chat, alice, image_bytes(seed=2))
+    await wait_text(tg, chat["id"], "pick a style", count=2)
 
 
 async def test_style_shown_again_closes_the_first_keyboard(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
