@@ -806,7 +806,8 @@ class JobService:
             ]
         )
 
-    def caption_for(self, job: JobRow, *, mention: bool) -> str:
+    def caption_for(self, job: JobRow, *, mention: bool, shared: bool = False) -> str:
+        """``shared``: for sending elsewhere with @bot, where the painting time means nothing."""
         settings = StyleSettings.from_dict(job.settings)
         width, height = _image_size(job.result_path)
         name = job.user_name or "you"
@@ -814,7 +815,7 @@ class JobService:
         if mention:  # a negative id is a chat (an anonymous admin, a channel): no user to link to
             who = mention_html(job.user_id, name) if job.user_id > 0 else f"<b>{texts.esc(name)}</b>"
         return texts.result_caption(
-            texts.style_name(job.style_preset), settings.strength, width, height, job.seconds, who
+            texts.style_name(job.style_preset), settings.strength, width, height, None if shared else job.seconds, who
         )
 
     async def deliver(self, job_id: str) -> None:
@@ -861,7 +862,7 @@ class JobService:
                     job_id,
                     file_id=file_id,
                     message_id=msg.message_id,
-                    caption=self.caption_for(job, mention=False),
+                    caption=self.caption_for(job, mention=False, shared=True),
                     user_id=job.user_id,
                 )
                 if not recorded:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 
 from bot_helpers import (
     BotRunner,
@@ -206,6 +207,7 @@ async def test_inline_query_lists_the_users_results(tg: FakeTelegram, bot: BotRu
     assert len(results) == 2
     assert results[0]["type"] == "photo" and results[0]["photo_file_id"] == file_id  # the latest first
     assert "Great Wave" in results[0]["caption"]
+    assert re.search(r"×\d+$", results[0]["caption"]), results[0]  # no "· 7 s": sent elsewhere, it means nothing
 
     # What is typed picks by style; it used to be ignored.
     tg.inline_query(alice, "scream")
