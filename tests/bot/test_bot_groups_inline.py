@@ -119,7 +119,7 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
 
     # And /help, which began with the private chat's photo-then-button way.
     tg.send_text(group, alice, "/help")
-    (help_,) = await wait_text(tg, group["id"], "Here in the group")
+    (help_,) = await wait_text(tg, group["id"], "<b>Here in the group</b>")  # /start's says "Here in the group:"
     assert text_of(help_).index("/stylize starry-night") < 120 and "Send a photo, then" not in text_of(help_)
     assert "send a photo captioned so" in text_of(help_)  # as /start and the greeting say
 
