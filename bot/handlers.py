@@ -890,6 +890,9 @@ async def _album_request(messages: list[Message], context: Context) -> None:
         if suggestion:  # a misspelt style: asking beats painting one picture in the other's style
             await reply(captioned, texts.unknown_preset(name, suggestion))
             return
+    elif (slug := _next_style(context)) is not None:  # "/style starry-night", then the album
+        await _album_in_one_style(messages, slug, context)
+        return
     refs = [image_ref(m) for m in messages[:2]]
     if refs[0] is None or refs[1] is None:
         await reply(first, texts.NEED_PHOTO)

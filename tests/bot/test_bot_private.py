@@ -228,6 +228,22 @@ async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner
     assert not any("pick a style" in text_of(r) for r in tg.calls("sendMessage"))
 
 
+async def test_an_album_after_a_style_was_named_paints_each_picture_in_it(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """Named first, the style was kept for a single photo, but an album ignored it (and kept it
+    for whatever photo came next): it paints the album, like a caption naming it."""
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "/style the-scream")
+    await wait_text(tg, chat["id"], "it is: now send me the photo")
+    photos = [tg.send_photo(chat, alice, image_bytes(seed=s), media_group_id="album-2") for s in (1, 2)]
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert all("The Scream" in text_of(r) for r in results)
+    assert {reply_to(r) for r in results} == {msg_id(p) for p in photos}
+    tg.send_photo(chat, alice, image_bytes(seed=3))  # used up: the next photo is asked for its style
+    await wait_text(tg, chat["id"], "pick a style")
+
+
 async def test_album_of_three_says_what_it_used_and_how_to_paint_them_all(
     tg: FakeTelegram, bot: BotRunner, alice: dict
 ) -> None:
