@@ -197,6 +197,12 @@ def _draft_is_fresh(draft: Draft | None, context: Context) -> bool:
     return draft is not None and time.time() - draft.updated_at < ttl
 
 
+def _photo_waits(draft: Draft | None) -> bool:
+    """Whether ``draft`` is a photo whose style keyboard still waits, however old: its buttons
+    paint it, so a typed name, /style, /queue and /cancel see it too."""
+    return draft is not None and draft.awaiting_style
+
+
 def _awaits_style(draft: Draft | None, context: Context) -> bool:
     """Whether ``draft`` is a photo still waiting for its style: then a picture sent is its style."""
     return draft is not None and draft.awaiting_style and _draft_is_fresh(draft, context)
@@ -253,7 +259,7 @@ async def cmd_style(update: Update, context: Context) -> None:
     assert message is not None
     who = requester(update)
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
-    if not _draft_is_fresh(draft, context):
+    if not (_draft_is_fresh(draft, context) or _photo_waits(draft)):
         if who.in_group:
             await reply(message, texts.GROUP_USAGE)
         else:
@@ -498,10 +504,12 @@ async def _submit(
         await svc.submit(who, content, preset=preset, style=style, settings=settings, then=then)
     except RequestError as exc:
         # Refused (limits, a failed download): the photo still becomes the waiting one, so
-        # the style the user sends later paints *this* photo, not an older one.
-        draft.awaiting_style = True
-        draft.updated_at = time.time()
-        await svc.db.save_draft(draft)
+        # the style the user sends later paints *this* photo, not an older one.  Not when it
+        # is in the works already: then the next picture would become its style.
+        if exc.keeps_photo:
+            draft.awaiting_style = True
+            draft.updated_at = time.time()
+            await svc.db.save_draft(draft)
         await reply(message, str(exc))
         return False
     draft.awaiting_style = False
@@ -746,7 +754,7 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     # With nothing left to stop, a photo waiting for its style goes: otherwise the next picture
     # becomes its style.  Not at once: a refusal at the limit keeps the photo for after a /cancel.
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
-    waiting = _awaits_style(draft, context)
+    waiting = _photo_waits(draft)
     if waiting and n:
         await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
         return
@@ -770,6 +778,17 @@ async def cmd_queue(update: Update, context: Context) -> None:
     who = requester(update)
     rows = await service(context).queue_of(who.user_id, who.chat_id if who.in_group else None)
     waiting = await _waiting_photo_note(who, context)
+    # Painted but not yet taken by Telegram: not "nothing in the works" (it comes by itself).
+    sending = [
+        f"✅ {texts.esc(texts.style_name(job.style_preset))} — {texts.SENDING_LINE}"
+        for job in await service(context).db.undelivered_done()
+        if job.user_id == who.user_id and (job.chat_id == who.chat_id or not who.in_group)
+    ]
+    if not rows and sending:
+        await reply(message, "<b>Your pictures</b>\n" + "\n".join(sending) + waiting)
+        return
+    if sending:
+        waiting = "\n\n" + "\n".join(sending) + waiting
     if not rows:
         elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0
         if waiting:
@@ -800,7 +819,12 @@ async def _waiting_photo_note(who: Requester, context: Context) -> str:
     if who.in_group:
         return ""
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
-    return f"\n\n{texts.PHOTO_WAITS_HERE}" if _awaits_style(draft, context) else ""
+    if _photo_waits(draft):
+        return f"\n\n{texts.PHOTO_WAITS_HERE}"
+    named = (context.chat_data or {}).get(NEXT_STYLE)
+    if named is not None and time.time() - named[1] < service(context).config.draft_ttl_s:
+        return f"\n\n{texts.style_waits_for_photo(presets.get(named[0]).short_title)}"
+    return ""
 
 
 async def cmd_stats(update: Update, context: Context) -> None:
@@ -879,6 +903,7 @@ async def _album_request(messages: list[Message], context: Context) -> None:
     svc = service(context)
     first = messages[0]
     assert first.from_user is not None
+    named = _next_style(context)  # a style named before: for this album, or for none
     captioned = next((m for m in messages if m.caption), None)
     if captioned is not None:
         args = _stylize_args(captioned.caption, context)
@@ -890,8 +915,8 @@ async def _album_request(messages: list[Message], context: Context) -> None:
         if suggestion:  # a misspelt style: asking beats painting one picture in the other's style
             await reply(captioned, texts.unknown_preset(name, suggestion))
             return
-    elif (slug := _next_style(context)) is not None:  # "/style starry-night", then the album
-        await _album_in_one_style(messages, slug, context)
+    elif named is not None:  # "/style starry-night", then the album
+        await _album_in_one_style(messages, named, context)
         return
     refs = [image_ref(m) for m in messages[:2]]
     if refs[0] is None or refs[1] is None:
@@ -948,6 +973,7 @@ async def _single_picture(message: Message, context: Context) -> None:
     is_style = _awaits_style(draft, context)
     if not await _image_ok(svc, message, ref, "style image" if is_style and not message.caption else "photo"):
         return
+    named = _next_style(context)  # a style named before any photo is for this one, or for none
     if message.caption:
         slug, suggestion = find_preset(message.caption)
         if slug is not None or suggestion:
@@ -968,8 +994,8 @@ async def _single_picture(message: Message, context: Context) -> None:
             await reply(message, texts.USED_AS_STYLE)
         return
     new = new_draft(who, ref)
-    if (slug := _next_style(context)) is not None:  # "/style starry-night" came first
-        await _submit(message, who, new, context, preset=slug)
+    if named is not None:  # "/style starry-night" came first
+        await _submit(message, who, new, context, preset=named)
         return
     await _ask_for_style(message, new, context, texts.PICK_STYLE)
 
@@ -993,9 +1019,9 @@ async def on_text(update: Update, context: Context) -> None:
             return
         await _submit(message, who, new_draft(who, ref), context, preset=slug)
         return
-    # A style named for a photo whose keyboard still waits counts however old it is: so do the
-    # buttons under it (a later *picture* is a new photo, though: see _awaits_style).
-    fresh = _draft_is_fresh(draft, context) or (draft is not None and draft.awaiting_style and slug is not None)
+    # A photo whose keyboard still waits counts however old it is, as the buttons under it do
+    # (a later *picture* is a new photo, though: see _awaits_style).
+    fresh = _draft_is_fresh(draft, context) or _photo_waits(draft)
     if fresh and draft is not None:
         if slug is not None:
             await _submit(message, who, draft, context, preset=slug)
@@ -1009,6 +1035,8 @@ async def on_text(update: Update, context: Context) -> None:
         return
     if slug is not None:
         await _style_for_next_photo(message, slug, context)
+    elif suggestion:  # as /style does: "Did you mean starry-night?"
+        await reply(message, texts.unknown_preset(message.text, suggestion))
     else:
         await reply(message, await _nudge(svc, who))
 
@@ -1122,8 +1150,13 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
         await query.answer(texts.OLD_BUTTON, show_alert=True)
         return
     content = ImageRef(draft.content_file_id, draft.content_message_id)
+    _next_style(context)  # a style was picked for a photo: one named earlier is not for the next
+    settings = svc.style_settings(await svc.prefs(who.user_id))
+    if await svc.painted_before(who, content.file_id, slug, None, settings):  # as a typed name is
+        await query.answer(_plain(texts.painted_already(presets.get(slug).short_title)), show_alert=True)
+        return
     try:  # refused, the keyboard stays as it is: pressing it again is the way to ask again
-        await svc.submit(who, content, preset=slug, then=texts.PRESS_AGAIN)
+        await svc.submit(who, content, preset=slug, settings=settings, then=texts.PRESS_AGAIN)
     except RequestError as exc:
         await query.answer(_plain(str(exc)), show_alert=True)
         return
@@ -1228,6 +1261,7 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     if owned is None:
         return
     job, _ = owned
+    _next_style(context)  # a style for this result's photo comes next: one named earlier is dropped
     # Pressed again while its keyboard is open: the same photo's prompt, shown again (not "a newer request").
     old = await service(context).db.get_draft(job.chat_id, job.user_id)
     same = old is not None and old.content_file_id == job.content_file_id and _awaits_style(old, context)
@@ -1264,7 +1298,17 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
         return
     sent_at[job.id] = now
     await query.answer(texts.SENDING_FULL)
-    if not await service(context).send_full_size(job, query.message.message_id):
+    sent: bool | None = None
+    try:
+        sent = await service(context).send_full_size(job, query.message.message_id)
+    except TelegramError as exc:  # the press is answered already ("Sending…"): say it here
+        log.warning("full-size file of job %s not sent: %s", job.id, exc)
+    finally:
+        if not sent:  # failed: pressing again must try again, not say it's on its way
+            sent_at.pop(job.id, None)
+    if sent is None:
+        await query.message.reply_text(texts.FULL_NOT_SENT)
+    elif not sent:
         await query.message.reply_text(texts.RESULT_GONE)  # removed in between
 
 

@@ -73,7 +73,15 @@ PRUNE_INTERVAL_S = 6 * 3600.0
 
 
 class RequestError(Exception):
-    """A request cannot be accepted; ``str(exc)`` is the friendly (HTML) reply for the user."""
+    """A request cannot be accepted; ``str(exc)`` is the friendly (HTML) reply for the user.
+
+    ``keeps_photo``: the photo is still to be painted, so it goes on waiting for a style (a
+    limit, a failed download); not so when it is already in the works.
+    """
+
+    def __init__(self, text: str, *, keeps_photo: bool = True) -> None:
+        super().__init__(text)
+        self.keeps_photo = keeps_photo
 
 
 @dataclass(frozen=True)
@@ -485,7 +493,7 @@ class JobService:
             same_style = (job.style_preset, job.style_file_id) == (preset, style_file_id)
             same_inputs = job.chat_id == who.chat_id and job.content_file_id == content.file_id and same_style
             if same_inputs and StyleSettings.from_dict(job.settings) == settings:
-                raise RequestError(texts.ALREADY_IN_THE_WORKS)
+                raise RequestError(texts.ALREADY_IN_THE_WORKS, keeps_photo=False)
         if len(active) >= self.config.max_jobs_per_user:
             # In a group, pictures asked for elsewhere are out of reach of this chat's /cancel.
             elsewhere = sum(job.chat_id != who.chat_id for job in active) if who.in_group else 0
@@ -889,6 +897,7 @@ class JobService:
                 return None
             except NetworkError as exc:
                 log.info("delivery of job %s hit %s; retrying", job_id, exc)
+                self._say_sending_delayed(job_id)
                 await asyncio.sleep(1.5 * (attempt + 1))
         return None
 
@@ -904,8 +913,7 @@ class JobService:
         self._redeliveries[job_id] = tries
         delay = min(REDELIVERY_MAX_S, REDELIVERY_FIRST_S * 2 ** (tries - 1))
         log.warning("job %s not delivered now; trying again in %.0f s", job_id, delay)
-        if tries == 1:  # not "Painting… 100%" with a Cancel button for what may be many minutes
-            self.spawn(self._close_status(job_id, texts.SENDING_DELAYED))
+        self._say_sending_delayed(job_id)
 
         async def later() -> None:
             await asyncio.sleep(delay)
@@ -913,6 +921,12 @@ class JobService:
                 self.spawn(self.deliver(job_id))
 
         self._timer(later())
+
+    def _say_sending_delayed(self, job_id: str) -> None:
+        """Once a send has failed: not "Painting… 100%" with a Cancel button that can't cancel,
+        for what may be many minutes.  (Once: the next is the delivery, which deletes it.)"""
+        if (status := self._status.pop(job_id, None)) is not None:
+            self.spawn(status.finish(texts.SENDING_DELAYED))
 
     @staticmethod
     def _file_name(job: JobRow) -> str:

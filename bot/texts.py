@@ -62,8 +62,9 @@ def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = Fal
     """
     album = " An album captioned <code>/stylize starry-night</code> paints every picture in it." if sees_all else ""
     how = (
-        "reply to a photo with <code>/stylize starry-night</code>, or send a photo captioned so "
-        f"(or reply with just /stylize, then reply to my message with a picture for your own style).{album}\n"
+        "reply to a photo with <code>/stylize starry-night</code>, or send one with that caption. "
+        "Reply to a photo with just /stylize for buttons to pick from; reply to those with a picture "
+        f"to use your own style.{album}\n"
     )
     group = f"<b>In groups</b>: {how}"
     if in_group:
@@ -84,11 +85,12 @@ def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = Fal
         "paints every picture in it. "
         "A photo captioned with a style name, e.g. <code>great-wave</code>, starts at once.\n\n"
         "<b>Commands</b>\n"
-        "/style [name] — style for your last photo\n"
+        "/style [name] — style for your last photo (sent first: for your next one)\n"
         "/styles — the paintings, with titles and artists\n"
         "/settings — strength, size, quality, colours\n"
         "/strength 1–10 · /size small|medium|large · /quality fast|balanced|best · /colors on|off · /reset\n"
-        "/queue — your pictures in the works · /cancel — stop them (then the photo waiting for its style)\n\n"
+        "/queue — your pictures in the works · /cancel — stop them (then the photo waiting for its style, "
+        "or a style named for the next one)\n\n"
         + group
         + f"<b>Share</b>: type <code>@{esc(bot_username)}</code> in any chat to send one of your results.\n\n"
         "Styles:\n" + preset_lines()
@@ -113,7 +115,7 @@ COMMANDS: list[tuple[str, str]] = [
 
 # --- the conversation -------------------------------------------------------------------------
 PICK_STYLE = "Nice photo! Now pick a style — or send me a picture to copy the style from."
-YOUR_PICTURE = "your picture"
+YOUR_PICTURE = "Your own style"
 PROMPT_REPLACED = "Closed: a newer request of yours took this one's place."
 PROMPT_AGAIN = "Closed: the same buttons are below."
 #: ...when it was posted as the group (anonymous admins share that one identity).
@@ -155,6 +157,12 @@ USED_AS_STYLE = (
     "🎨 I'm using this picture as the style for your photo above. "
     "Meant to paint it instead? Cancel that one and send this again."
 )
+
+
+def style_waits_for_photo(title: str) -> str:
+    return f"🎨 <b>{esc(title)}</b> waits for your next photo (/cancel forgets it)."
+
+
 PHOTO_WAITS_HERE = "📷 Your last photo is waiting for its style: pick one under it, or /cancel to drop it."
 PHOTO_STILL_WAITS = "Your photo still waits for its style."
 WAITING_FOR_STYLE = (
@@ -308,6 +316,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
 
 RESTARTED = "♻️ I restarted; your picture is back in the queue."
 REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
+SENDING_LINE = "painted; I'm sending it as soon as Telegram takes it"
 SENDING_DELAYED = "✅ Painted! Telegram isn't taking the picture right now; I'll keep trying to send it."
 DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
 RESULT_NOT_STORED = "it was painted, but the server could not store the finished picture"
@@ -443,8 +452,8 @@ def painted_already(style: str | None) -> str:
     """A style asked for again, for a photo this chat already has painted in it with these settings."""
     what = f"in <b>{esc(style)}</b>" if style else "in that style"
     return (
-        f"That photo is already painted {what} with your settings: it's above. "
-        "Pick another style, or change /strength or /size first."
+        f"That photo is already painted {what} with these settings: it's above. "
+        "Pick another style, or change /strength, /size, /quality or /colors first."
     )
 
 
@@ -479,6 +488,7 @@ def not_cancellable(status: str) -> str:
 
 
 SENDING_FULL = "Sending the full-size file…"
+FULL_NOT_SENT = "Telegram didn't take the full-size file just now: press 📄 Full size again in a moment."
 FULL_ALREADY_SENT = "Already on its way: the full-size file is just below."
 ANOTHER_STYLE = "Pick another style for this photo:"
 

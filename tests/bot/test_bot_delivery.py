@@ -57,6 +57,9 @@ async def test_a_result_waits_out_a_telegram_outage(
     # Meanwhile the status no longer reads "Painting… 100%" with a Cancel button that can't cancel.
     (waiting,) = await wait_text(tg, chat["id"], "keep trying", method="editMessageText", timeout=60)
     assert "Painted" in text_of(waiting) and not waiting.params.get("reply_markup")
+    tg.send_text(chat, alice, "/queue")  # it said "nothing in the works"
+    (queue,) = await wait_text(tg, chat["id"], "Your pictures")
+    assert "The Great Wave — painted; I'm sending it" in text_of(queue)
     (result,) = await wait_photo(tg, chat["id"], timeout=60)
     assert reply_to(result) == msg_id(photo)
     await settle(1.0)

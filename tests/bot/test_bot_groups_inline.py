@@ -121,7 +121,7 @@ async def test_group_photo_captioned_stylize_and_usage_hint(tg: FakeTelegram, bo
     tg.send_text(group, alice, "/help")
     (help_,) = await wait_text(tg, group["id"], "<b>Here in the group</b>")  # /start's says "Here in the group:"
     assert text_of(help_).index("/stylize starry-night") < 120 and "Send a photo, then" not in text_of(help_)
-    assert "send a photo captioned so" in text_of(help_)  # as /start and the greeting say
+    assert "or send one with that caption" in text_of(help_)  # as /start and the greeting say
 
 
 async def test_an_album_captioned_stylize_in_a_group_paints_each_picture(

@@ -145,10 +145,14 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     results = await wait_photo(tg, chat["id"], count=4)
     assert "The Kiss" in text_of(results[3]) and reply_to(results[3]) == msg_id(photo)
 
+    # A send that failed doesn't count: pressing again (as told) sends it, not "on its way".
+    tg.fail("sendDocument", 500, "Internal Server Error", chat_id=chat["id"])
+    tg.press_button(result_msg, alice, data["📄 Full size"])
+    await wait_text(tg, chat["id"], "press 📄 Full size again")
     tg.press_button(result_msg, alice, data["📄 Full size"])
     tg.press_button(result_msg, alice, data["📄 Full size"])  # a double tap sent the file twice
     await tg.wait_for("answerCallbackQuery", lambda r: "Already on its way" in text_of(r))
-    (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"])
+    (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"] and r.status == 200)
     assert reply_to(doc) == result_msg["message_id"]
     assert doc.files and next(iter(doc.files.values()))[:2] == b"\xff\xd8"  # the JPEG itself, uncompressed
     (name,) = doc.filenames.values()
@@ -163,7 +167,8 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     tg.press_button(kiss_msg, alice, full)
     await tg.wait_for("answerCallbackQuery", lambda r: "no longer on the server" in text_of(r))
     await settle(0.3)
-    assert len(tg.calls("sendDocument")) == 1 and not any("Sending" in a for a in answers(tg)[-1:])
+    sent = [r for r in tg.calls("sendDocument") if r.status == 200]
+    assert len(sent) == 1 and not any("Sending" in a for a in answers(tg)[-1:])
 
 
 async def test_an_edited_message_is_answered_not_ignored(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
@@ -199,7 +204,7 @@ async def test_own_style_image(tg: FakeTelegram, bot: BotRunner, alice: dict) ->
     # The prompt says what the second picture became, and its buttons are gone: they looked
     # usable, and answered "older message" while the photo was being painted.
     closed = next(m for m in tg.messages(chat["id"]) if m["message_id"] == prompt["message_id"])
-    assert closed["text"] == "Style: <b>your picture</b> ✓" and "reply_markup" not in closed
+    assert closed["text"] == "Style: <b>Your own style</b> ✓" and "reply_markup" not in closed
 
 
 async def test_a_newer_photo_closes_the_older_ones_style_buttons(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
@@ -419,8 +424,72 @@ async def test_a_style_typed_long_after_the_photo_paints_it_like_its_buttons_wou
     (result,) = await wait_photo(tg, chat["id"])
     assert reply_to(result) == msg_id(photo) and "The Great Wave" in text_of(result)
     # A picture sent that late is a new photo, not the old one's style.
-    tg.send_photo(chat, alice, image_bytes(seed=2))
+    second = tg.send_photo(chat, alice, image_bytes(seed=2))
     await wait_text(tg, chat["id"], "pick a style", count=2)
+    await asyncio.sleep(1.0)
+    # And the rest agree with the buttons too: /queue sees it, /style paints it, /cancel drops it.
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "nothing in the works")
+    assert "Your last photo is waiting for its style" in text_of(queue)
+    tg.send_text(chat, alice, "/style the kiss")
+    results = await wait_photo(tg, chat["id"], count=2)
+    assert reply_to(results[1]) == msg_id(second) and "The Kiss" in text_of(results[1])
+    tg.send_photo(chat, alice, image_bytes(seed=3))
+    await wait_text(tg, chat["id"], "pick a style", count=3)
+    await asyncio.sleep(1.0)
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Dropped the photo")
+
+
+async def test_a_style_asked_twice_while_painting_leaves_no_photo_waiting(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """The refusal "already in the works" marked the photo as waiting for a style, so the next photo sent
+    became its style: painted a second time, and the new photo never."""
+    await runner.start(LocalExecutor("cpu", timeout_s=120, steps=(400,)))
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="the-scream")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    tg.send_text(chat, alice, "the scream")
+    await wait_text(tg, chat["id"], "already in the works")
+    new = tg.send_photo(chat, alice, image_bytes(seed=2))
+    (ask,) = await wait_text(tg, chat["id"], "pick a style")
+    assert reply_to(ask) == msg_id(new)
+    assert not [r for r in tg.calls("sendMessage") if "using this picture as the style" in text_of(r)]
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Cancelled")
+
+
+async def test_a_style_named_before_a_photo_is_not_left_for_a_later_one(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """Named first, then a photo captioned with another style: the named one then painted the
+    photo after that, with no buttons and no word.  The same after Another style."""
+    chat = tg.private_chat(alice)
+    tg.send_text(chat, alice, "stary nite")  # misspelt with no photo: asked, as /style asks
+    await wait_text(tg, chat["id"], "Did you mean")
+    tg.send_text(chat, alice, "the-scream")
+    await wait_text(tg, chat["id"], "<b>The Scream</b> it is")
+    tg.send_text(chat, alice, "/queue")
+    (queue,) = await wait_text(tg, chat["id"], "nothing in the works")
+    assert "<b>The Scream</b> waits for your next photo" in text_of(queue)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="great-wave")
+    (first,) = await wait_photo(tg, chat["id"])
+    assert "The Great Wave" in text_of(first)
+    later = tg.send_photo(chat, alice, image_bytes(seed=2))
+    (ask,) = await wait_text(tg, chat["id"], "pick a style")
+    assert reply_to(ask) == msg_id(later)
+    # From a result's Another style, a style painted already is refused as a typed name is.
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "Dropped the photo")
+    result_msg = next(m for m in tg.messages(chat["id"]) if m.get("photo"))
+    tg.press_button(result_msg, alice, button_data(first)["🎨 Another style"])
+    await wait_text(tg, chat["id"], "Pick another style")
+    message, wave = find_button(tg, chat["id"], "p:great-wave:")
+    tg.press_button(message, alice, wave)
+    await tg.wait_for("answerCallbackQuery", lambda r: "already painted in The Great Wave" in text_of(r))
+    await settle(0.5)
+    assert len(photo_requests(tg, chat["id"])) == 1
 
 
 async def test_style_shown_again_closes_the_first_keyboard(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
