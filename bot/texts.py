@@ -100,7 +100,7 @@ def help_text(bot_username: str, *, in_group: bool = False, sees_all: bool = Fal
 COMMANDS: list[tuple[str, str]] = [
     ("start", "What this bot does"),
     ("help", "How to use it"),
-    ("style", "Pick a style for your last photo"),
+    ("style", "Pick a style for your last (or next) photo"),
     ("styles", "Show the paintings"),
     ("stylize", "In groups: reply to a photo"),
     ("settings", "Strength, size, quality, colours"),
