@@ -436,6 +436,19 @@ redis.call('XADD', KEYS[8], 'MAXLEN', '~', {_MAXLEN}, '*', 'type', 'queued', 'jo
 return 1
 """
 
+#: A queued job's message went out long ago and an idle worker never received it: Celery's Redis
+#: transport can drop a message it took on a connection that Redis restarted under it.  Claims
+#: the right to send it again, once per ``ARGV[2]`` seconds whoever asks.  ARGV: now, seconds.
+#: Returns 1 if the caller must send it, else 0.
+RESEND = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'submitted', 'requeued', 'resent')
+if f[1] ~= 'queued' then return 0 end
+local since = math.max(tonumber(f[2] or '0'), tonumber(f[3] or '0'), tonumber(f[4] or '0'))
+if tonumber(ARGV[1]) - since < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'resent', ARGV[1])
+return 1
+"""
+
 #: The job's Celery message has gone out.  ARGV: none.  Only for a job that still exists:
 #: a cancel may have deleted a queued job while its message was being sent, and a plain
 #: HSET would bring the hash back as a key with one field and no expiry, forever.

@@ -46,6 +46,7 @@ from nst_core.celery_store import (
     MAX_ATTEMPTS,
     PROGRESS,
     REQUEUE,
+    RESEND,
     Keys,
     WorkerInfo,
     check_redis_url,
@@ -145,6 +146,8 @@ class WorkerRuntime:
     keys: Keys = field(init=False)
     redis: redis.Redis = field(init=False)
     current_job: str | None = field(default=None, init=False)
+    #: time.monotonic() since which this worker has had no job (None while it paints).
+    idle_since: float | None = field(default_factory=time.monotonic, init=False)
     jobs_done: int = field(default=0, init=False)
     started: float = field(default_factory=time.time, init=False)
     #: This process, as opposed to an earlier one under the same name: in a container
@@ -170,6 +173,7 @@ class WorkerRuntime:
         self._progress = self.redis.register_script(PROGRESS)
         self._finish = self.redis.register_script(FINISH)
         self._requeue = self.redis.register_script(REQUEUE)
+        self._resend = self.redis.register_script(RESEND)
         self._mark_sent = self.redis.register_script(MARK_SENT)
 
     @property
@@ -241,16 +245,21 @@ class WorkerRuntime:
         """Note that the job's Celery message went out, unless a cancel deleted the job meanwhile."""
         self._mark_sent(keys=self.keys.for_job(job_id), args=[])
 
-    def resend_unsent(self, older_than_s: float = 30.0) -> list[str]:
+    def resend_unsent(self, older_than_s: float | None = None) -> list[str]:
         """Send the Celery message of queued jobs that have none (returns their ids).
 
         A job is stored first and its message sent second; a bot (or reaper) that
         died in between, or a Redis restart at that moment, leaves a job that no
-        worker would ever receive.  A second message for a job is harmless: the
-        claim script lets only one run happen.
+        worker would ever receive.  And a message can be lost after it was sent:
+        Celery's Redis transport drops one it took on a connection that a Redis
+        restart replaced, and the job then waited in line for good.  A worker idle
+        all that while would have received it, so it sends such a job's message
+        again.  A second message for a job is harmless: the claim script lets only
+        one run happen.
         """
         if self.send_task is None:
             return []
+        older_than_s = older_than_s if older_than_s is not None else 2 * self.config.heartbeat_ttl_s
         ids = [m.decode() for m in self.redis.zrange(self.keys.pending, 0, 99)]
         if not ids:
             return []
@@ -258,16 +267,25 @@ class WorkerRuntime:
         for job_id in ids:
             pipe.hmget(self.keys.job(job_id), "sent", "submitted", "requeued")
         now = time.time()
+        idle = self.idle_since is not None and time.monotonic() - self.idle_since >= older_than_s
         resent: list[str] = []
         for job_id, (sent, submitted, requeued) in zip(ids, pipe.execute(), strict=True):
-            if sent != b"0":
+            if sent == b"0":
+                since = max(float(submitted or 0), float(requeued or 0))
+                if now - since < older_than_s:
+                    continue
+                log.warning("job %s was queued without a message; sending it", job_id)
+                self.send_task(job_id, requeued is not None)
+                self.mark_sent(job_id)
+            elif sent == b"1" and idle and self._resend(keys=[self.keys.job(job_id)], args=[now, older_than_s]):
+                log.warning(
+                    "job %s has waited %.0f s while this worker was idle: its message was lost; sending it again",
+                    job_id,
+                    now - max(float(submitted or 0), float(requeued or 0)),
+                )
+                self.send_task(job_id, True)  # overdue: ahead of the new ones
+            else:
                 continue
-            since = max(float(submitted or 0), float(requeued or 0))
-            if now - since < older_than_s:
-                continue
-            log.warning("job %s was queued without a message; sending it", job_id)
-            self.send_task(job_id, requeued is not None)
-            self.mark_sent(job_id)
             resent.append(job_id)
         return resent
 
@@ -336,7 +354,7 @@ class WorkerRuntime:
         if outcome != "run":
             log.info("job %s: not running it (%s)", job_id, outcome)
             return outcome
-        self.current_job = job_id
+        self.current_job, self.idle_since = job_id, None
         try:
             self.beat()
         except Exception as exc:  # the heartbeat thread beats again soon
@@ -374,7 +392,7 @@ class WorkerRuntime:
             finish = ["done", result.image, f"{result.seconds:.4f}", result.width, result.height, result.format]
             self.durations.add(result.seconds, schedule)
         finally:
-            self.current_job = None
+            self.current_job, self.idle_since = None, time.monotonic()
         kind = finish[0]
         stored = self._retrying(
             f"outcome of {job_id}",

@@ -143,6 +143,27 @@ async def test_a_job_stored_but_never_sent_is_sent_by_a_worker(executor, redis_s
     await wait_clean(redis_server.client())
 
 
+async def test_a_job_whose_message_was_lost_after_sending_is_sent_again_by_an_idle_worker(
+    executor, redis_server, workers, photo
+):
+    """Celery's Redis transport can drop a message it took on a connection that a Redis restart
+    replaced: the job, marked sent, then said "You're next" for good while the workers idled."""
+    import time
+
+    from nst_core.celery_store import encode_inputs
+
+    ex, events = executor
+    fields = encode_inputs(make_job("dropped", photo))
+    args = ["dropped", time.time() - 60, 3600, fields.pop("meta"), fields.pop("content")]
+    await ex._submit_script(keys=ex._keys.for_job("dropped"), args=args)
+    await ex._mark_sent_script(keys=ex._keys.for_job("dropped"), args=[])  # sent, and then lost
+    await events.wait_for(lambda: events.of_type(JobDone, "dropped"), 30, "the lost job's result")
+    assert len(events.of_type(JobDone, "dropped")) == 1
+    await wait_clean(redis_server.client())
+    logs = "".join(w.log.read_text(errors="replace") for w in workers)
+    assert logs.count("job dropped has waited") == 1, "sent again once, by one worker"
+
+
 async def test_bot_and_worker_started_before_redis_catch_up_when_it_appears(tmp_path, worker_logs, photo, preset_cache):
     """Start order does not matter: nothing crashes while Redis is missing, and the job runs once it is up."""
     server = RedisServer(tmp_path)  # not started yet
