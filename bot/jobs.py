@@ -703,6 +703,12 @@ class JobService:
             status.update(text)
 
     async def _done(self, event: JobDone) -> None:
+        if event.job_id in self._cancel_requested:
+            # "Cancelled" was said, and the painter finished before it heard (a cancel held back
+            # while the queue was out of reach, or one that came with the last step): not sent.
+            log.info("job %s finished after it was cancelled; not sending it", event.job_id)
+            await self._cancelled(event.job_id)
+            return
         path = self.config.results_dir / f"{event.job_id}.{'jpg' if event.format.upper() == 'JPEG' else 'png'}"
         try:
             await asyncio.to_thread(_write_atomic, path, event.image)
@@ -1009,6 +1015,8 @@ class JobService:
         if await self._status_of(job.id) != "queued":
             return  # cancelled while its pictures were downloading
         job.status = "queued"
+        if status_text == texts.RESTARTED and await self.executor.position(job.id) == 0:
+            status_text = texts.STILL_PAINTING  # a remote worker painted on through the restart
         await self._open_status(job, status_text)
         await self._hand_over(job, content, style, recovering=True)
 

@@ -294,7 +294,14 @@ def small_photo(width: int, height: int, size: int) -> str:
     )
 
 
+PAINTING_OUT_OF_REACH = (
+    "🎨 Painting… the painters are briefly out of reach, so I can't show how far along it is; it carries on."
+)
+
+
 def queued(position: int, eta_s: float | None, hold: Hold | None = None) -> str:
+    if position == 0 and hold is Hold.UNREACHABLE:  # painting, not waiting: its worker carries on
+        return PAINTING_OUT_OF_REACH
     place = "You're next in the queue" if position <= 1 else f"In the queue: #{position}"
     if hold is not None and hold is not Hold.UNREACHABLE:
         return f"🕐 {place}. {_HELD[hold]}"
@@ -315,6 +322,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
 
 
 RESTARTED = "♻️ I restarted; your picture is back in the queue."
+STILL_PAINTING = "🎨 Painting… (I restarted meanwhile; the painter carried on)"
 REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
 SENDING_LINE = "painted; I'm sending it as soon as Telegram takes it"
 SENDING_DELAYED = "✅ Painted! Telegram isn't taking the picture right now; I'll keep trying to send it."

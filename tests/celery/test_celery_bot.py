@@ -53,11 +53,11 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
     redis_server.stop()
     try:
 
-        def told_delayed() -> bool:
-            calls = tg.calls("editMessageText") + tg.calls("sendMessage")
-            return any("safe in the queue" in bh.text_of(r) for r in calls)
+        def told_delayed() -> bool:  # still painting: not "safe in the queue", which it is not in
+            return any("can't show how far along it is" in bh.text_of(r) for r in tg.calls("editMessageText"))
 
         await bh.wait_until(told_delayed, timeout=15, what="a 'delayed' notice")
+        assert not any("safe in the queue" in bh.text_of(r) for r in tg.calls("editMessageText"))
         tg.send_text(chat, alice, "/help")  # the bot still answers commands
         await bh.wait_text(tg, chat["id"], "How it works", timeout=15)
         # A picture sent now, and /queue, say the same, not a made-up "ready in about 22 s".
@@ -77,6 +77,23 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
     assert bh.reply_to(first) == bh.msg_id(photo)
     await bh.settle(1.0)
     assert photos_in(tg, chat["id"]) == 2
+
+
+async def test_a_picture_painting_through_a_bot_restart_is_not_said_to_be_back_in_the_queue(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """Its worker painted on, yet the restarted bot said "I restarted; your picture is back in the queue"."""
+    await runner.start(CeleryExecutor(redis_server.url, steps=(80,)))
+    alice = tg.user(101, "Alice")
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
+    await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=30)
+    await runner.stop()
+    await runner.start(CeleryExecutor(redis_server.url, steps=(80,)))
+    (said,) = await bh.wait_text(tg, chat["id"], "restarted", method="editMessageText", timeout=30)
+    assert "the painter carried on" in bh.text_of(said), bh.text_of(said)
+    await bh.wait_photo(tg, chat["id"], timeout=90)
+    assert not any("back in the queue" in bh.text_of(r) for r in tg.calls("editMessageText"))
 
 
 async def test_results_finished_while_the_bot_restarts_are_delivered_once(
@@ -206,6 +223,37 @@ async def test_a_picture_cancelled_while_redis_was_down_stays_cancelled_when_red
     await bh.settle(1.0)
     assert photos_in(tg, chat["id"]) == 0
     assert not any("put it back in line" in bh.text_of(r) for r in tg.calls("editMessageText"))
+
+
+async def test_a_picture_cancelled_during_an_outage_is_not_sent_when_it_was_painted_meanwhile(
+    tg: Any, runner: Any, redis_server: RedisServer, workers: list[Worker]
+) -> None:
+    """/cancel answered "Cancelled 1 picture" while the painters were out of reach; the painter,
+    which could not read the cancel, finished, and the picture arrived 20 s later anyway."""
+    await runner.start(CeleryExecutor(redis_server.url, steps=(40,)))
+    alice = tg.user(101, "Alice", username="alice")
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
+    await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=30)
+    client = redis_server.client()
+    owner = next(
+        w for w in workers if w.name == client.hget("nst:running", next(iter(client.hkeys("nst:running")))).decode()
+    )
+    redis_server.stop()
+    try:
+        tg.send_text(chat, alice, "/cancel")
+        await bh.wait_text(tg, chat["id"], "Cancelled 1 picture", timeout=15)
+        await bh.wait_until(
+            lambda: "retrying in" in owner.log.read_text(errors="replace"),
+            timeout=60,
+            what="the painting done, its outcome waiting for redis",
+        )
+    finally:
+        redis_server.start()
+    await bh.wait_text(tg, chat["id"], "Cancelled. ✋", method="editMessageText", timeout=30)
+    await wait_idle(redis_server.client())
+    await bh.settle(2.0)
+    assert photos_in(tg, chat["id"]) == 0
 
 
 async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
