@@ -585,6 +585,7 @@ class CeleryExecutor(Executor):
         elif kind == "queued":  # a lost worker's job went back to the queue
             self._watch[job_id] = _Watched("queued")
             await self._announce(job_id, force=True)
+            await self._announce_all()  # at the front: the ones it went before moved back a place
         elif kind == "started":
             if self.hold is not None:  # a worker is back: say so now, not at the next look in 5 s
                 await self._refresh_workers(force=True)

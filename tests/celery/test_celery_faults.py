@@ -260,6 +260,11 @@ async def test_a_job_whose_worker_died_goes_before_the_ones_that_waited_behind_i
         try:
             assert await asyncio.to_thread(reaper.reap) == ["early"]
             assert [await ex.position(j) for j in ("early", "later-1", "later-2")] == [1, 2, 3]
+
+            def moved_back() -> bool:  # told at once, not at the next progress or start
+                return [events.of_type(JobQueued, j)[-1].position for j in ("later-1", "later-2")] == [2, 3]
+
+            await events.wait_for(moved_back, 5, "the pictures behind it told they moved back a place")
         finally:
             reaper.redis.close()
             app.close()
