@@ -1207,8 +1207,10 @@ async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
     if owned is None:
         return
     job, _ = owned
-    if await service(context).cancel(job_id):
-        await query.answer("Cancelling…")
+    svc = service(context)
+    if await svc.cancel(job_id):  # a queued one is gone at once: not "Cancelling…" beside "Cancelled"
+        now = await svc.db.get_job(job_id)
+        await query.answer(texts.CANCELLED if now is not None and now.status == "cancelled" else "Cancelling…")
     else:
         await query.answer(texts.not_cancellable(job.status), show_alert=True)
 

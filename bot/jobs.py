@@ -187,12 +187,14 @@ class StatusMessage:
     async def _edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         shown, self.text = self.text, text
         self.sent_at = time.monotonic()
+        if markup is None and text != texts.CANCELLING:  # no Cancel button on "Cancelling…"
+            markup = self.cancel_markup()
         try:
             await self.service.bot.edit_message_text(
                 self.heading + text,
                 chat_id=self.chat_id,
                 message_id=self.message_id,
-                reply_markup=markup or self.cancel_markup(),
+                reply_markup=markup,
                 rate_limit_args=SKIPPABLE,
             )
         except Skipped:  # a busy group's budget goes to replies first: try again after the interval

@@ -12,8 +12,8 @@ import time
 from bot_helpers import (
     BotRunner,
     FakeTelegram,
+    answers,
     chat_of,
-    find_button,
     image_bytes,
     msg_id,
     one_painting,
@@ -24,6 +24,7 @@ from bot_helpers import (
     text_of,
     wait_photo,
     wait_text,
+    wait_until,
 )
 
 from nst_core.executor import LocalExecutor
@@ -97,11 +98,27 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
 async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
     await runner.start(slow_executor())
     chat = tg.private_chat(alice)
-    tg.send_photo(chat, alice, image_bytes(), caption="the-kiss")
+    first = tg.send_photo(chat, alice, image_bytes(), caption="the-kiss")
     await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
-    message, data = find_button(tg, chat["id"], "x:")
+    # A queued one is cancelled at once: its pop-up said "Cancelling…" beside its "Cancelled." status.
+    second = tg.send_photo(chat, alice, image_bytes(seed=2), caption="the-scream")
+    await wait_text(tg, chat["id"], "You're next in the queue", count=2)  # the first one's said it too
+
+    def cancel_under(photo: dict) -> tuple[dict, str]:
+        status = next(
+            m
+            for m in tg.messages(chat["id"])
+            if (m.get("reply_to_message") or {}).get("message_id") == msg_id(photo) and m.get("reply_markup")
+        )
+        return status, status["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+
+    status, data = cancel_under(second)
+    tg.press_button(status, alice, data)
+    await wait_until(lambda: "Cancelled. ✋" in answers(tg), timeout=10, what=f"'Cancelled' among {answers(tg)}")
+    message, data = cancel_under(first)
     tg.press_button(message, alice, data)
-    await wait_text(tg, chat["id"], "Cancelled.", method="editMessageText")
+    await wait_until(lambda: "Cancelling…" in answers(tg), timeout=10, what=f"'Cancelling…' among {answers(tg)}")
+    await wait_text(tg, chat["id"], "Cancelled.", method="editMessageText", count=2)
     # Pressing it again, on a cancelled job, is answered, not ignored (it said "already finished").
     tg.press_button(message, alice, data)
     await tg.wait_for("answerCallbackQuery", lambda r: "already cancelled" in text_of(r))
