@@ -1055,6 +1055,7 @@ class JobService:
             stats.avg_seconds,
             self.executor.device,
             await self.executor.queue_length(),
+            self.executor.hold,
         )
 
 

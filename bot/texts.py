@@ -577,12 +577,24 @@ INLINE_EMPTY_BUTTON = "No pictures yet — open the bot to make one"
 
 
 def stats_text(
-    queue: int, running: int, done: int, failed: int, avg_seconds: float | None, device: str, executor_queue: int
+    queue: int,
+    running: int,
+    done: int,
+    failed: int,
+    avg_seconds: float | None,
+    device: str,
+    executor_queue: int,
+    hold: Hold | None = None,
 ) -> str:
+    """``hold``: what keeps the queue from moving; while the queue is unreachable, its length
+    is the last one known, and the stats say so rather than look current."""
     avg = f"{avg_seconds:.1f} s" if avg_seconds is not None else "—"
+    stale = ", last known" if hold is Hold.UNREACHABLE else ""
+    held = f"⚠️ Held: {hold.value}\n" if hold is not None else ""
     return (
         "<b>Stats</b>\n"
-        f"Queue: {queue} waiting, {running} running (executor: {executor_queue})\n"
+        f"{held}"
+        f"Queue: {queue} waiting, {running} running (executor: {executor_queue}{stale})\n"
         f"Today: {done} done, {failed} failed\n"
         f"Average job time today: {avg}\n"
         f"Device: {esc(device)}"

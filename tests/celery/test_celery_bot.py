@@ -66,6 +66,10 @@ async def test_redis_outage_the_bot_keeps_answering_says_delayed_and_delivers_af
         tg.send_text(chat, alice, "/queue")
         (queue,) = await bh.wait_text(tg, chat["id"], "Your pictures", timeout=15)
         assert "briefly out of reach" in bh.text_of(queue) and "ready in about" not in bh.text_of(queue)
+        admin = tg.user(42, "Admin")  # NST_ADMIN_IDS in the runner's config
+        tg.send_text(tg.private_chat(admin), admin, "/stats")
+        (stats,) = await bh.wait_text(tg, admin["id"], "<b>Stats</b>", timeout=15)
+        assert "Held: queue unreachable" in bh.text_of(stats) and "last known" in bh.text_of(stats)
         # A full queue then promises no time either: nothing can say when it moves again.
         bob = tg.user(202, "Bob")
         tg.send_photo(tg.private_chat(bob), bob, bh.image_bytes(seed=3), caption="great-wave")
