@@ -750,13 +750,13 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     assert message is not None
     who = requester(update)
     svc = service(context)
-    n = await svc.cancel_all(who.user_id, who.chat_id if who.in_group else None)
+    n, stopping = await svc.cancel_all(who.user_id, who.chat_id if who.in_group else None)
     # With nothing left to stop, a photo waiting for its style goes: otherwise the next picture
     # becomes its style.  Not at once: a refusal at the limit keeps the photo for after a /cancel.
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     waiting = _photo_waits(draft)
     if waiting and n:
-        await reply(message, f"{texts.cancelled_jobs(n)}\n{texts.PHOTO_STILL_WAITING}")
+        await reply(message, f"{texts.cancelled_jobs(n, stopping=stopping)}\n{texts.PHOTO_STILL_WAITING}")
         return
     elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
     if not n and not waiting and _next_style(context) is not None:  # "/style x" with no photo yet
@@ -768,7 +768,7 @@ async def cmd_cancel(update: Update, context: Context) -> None:
         await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.PHOTO_DROPPED)
         await reply(message, texts.photo_dropped(elsewhere))
         return
-    await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere))
+    await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere, stopping=stopping))
 
 
 async def cmd_queue(update: Update, context: Context) -> None:
@@ -1208,9 +1208,8 @@ async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
         return
     job, _ = owned
     svc = service(context)
-    if await svc.cancel(job_id):  # a queued one is gone at once: not "Cancelling…" beside "Cancelled"
-        now = await svc.db.get_job(job_id)
-        await query.answer(texts.CANCELLED if now is not None and now.status == "cancelled" else "Cancelling…")
+    if await svc.cancel(job_id):  # not "Cancelling…" beside a status that says "Cancelled."
+        await query.answer("Cancelling…" if await svc.still_stopping([job_id]) else texts.CANCELLED)
     else:
         await query.answer(texts.not_cancellable(job.status), show_alert=True)
 

@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 SIZE_NAMES = ("small", "medium", "large")
 IMAGE_CACHE_BYTES = 64 * 1024 * 1024
+#: How long a cancel's answer waits for a painting to confirm that it stopped.
+CANCEL_CONFIRM_S = 1.5
 #: How long a sent result's answer is awaited.  The bot's other calls give up after 15 s, but a
 #: result that timed out may well have arrived, and sending it again shows it twice.
 RESULT_READ_TIMEOUT_S = 90.0
@@ -491,7 +493,9 @@ class JobService:
         # A cancelled job that is still stopping (a step or two) no longer counts: "Cancelled" means room.
         active = [job for job in await self.db.active_jobs(who.user_id) if job.id not in self._cancel_requested]
         style_file_id = style.file_id if style else None
-        for job in active:  # a double tap on a button, say: the same picture twice, byte for byte
+        # Painted but not yet taken by Telegram is in the works too: it would come twice.
+        sending = [j for j in await self.db.undelivered_done() if j.user_id == who.user_id]
+        for job in active + sending:  # a double tap on a button, say: the same picture twice, byte for byte
             same_style = (job.style_preset, job.style_file_id) == (preset, style_file_id)
             same_inputs = job.chat_id == who.chat_id and job.content_file_id == content.file_id and same_style
             if same_inputs and StyleSettings.from_dict(job.settings) == settings:
@@ -640,12 +644,21 @@ class JobService:
         """How many of the user's pictures are in the works in chats other than ``chat_id``."""
         return sum(job.chat_id != chat_id for job in await self.db.active_jobs(user_id))
 
-    async def cancel_all(self, user_id: int, chat_id: int | None = None) -> int:
+    async def cancel_all(self, user_id: int, chat_id: int | None = None) -> tuple[int, int]:
+        """Cancel the user's jobs: how many, and how many of those are still stopping."""
         jobs = await self.db.active_jobs(user_id, chat_id)
-        n = 0
-        for job in jobs:
-            n += await self.cancel(job.id)
-        return n
+        asked = [job.id for job in jobs if await self.cancel(job.id)]
+        return len(asked), await self.still_stopping(asked)
+
+    async def still_stopping(self, job_ids: list[str], wait_s: float = CANCEL_CONFIRM_S) -> int:
+        """How many of these cancelled jobs have not confirmed it yet, after waiting a moment for
+        them: a painting stops within a step, and "Cancelling…" beside "Cancelled." reads wrong."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            stopping = sum(j in self._cancel_requested for j in job_ids)
+            if not stopping or time.monotonic() >= deadline:
+                return stopping
+            await asyncio.sleep(0.05)
 
     @property
     def hold(self) -> Hold | None:

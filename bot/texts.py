@@ -321,7 +321,7 @@ def painting(fraction: float, eta_s: float | None) -> str:
     return f"🎨 Painting… {pct}%\n{progress_bar(fraction)}{left}"
 
 
-RESTARTED = "♻️ I restarted; your picture is back in the queue."
+RESTARTED = "♻️ I restarted; your picture is still in the queue."  # kept in SQLite, or in Redis
 STILL_PAINTING = "🎨 Painting… (I restarted meanwhile; the painter carried on)"
 REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
 SENDING_LINE = "painted; I'm sending it as soon as Telegram takes it"
@@ -423,12 +423,15 @@ def photo_dropped(elsewhere: int = 0) -> str:
     return f"{PHOTO_DROPPED}\n{_elsewhere(elsewhere)}" if elsewhere else PHOTO_DROPPED
 
 
-def cancelled_jobs(n: int, *, elsewhere: int = 0) -> str:
-    """``elsewhere``: the user's pictures in other chats, which a group's /cancel leaves alone."""
+def cancelled_jobs(n: int, *, elsewhere: int = 0, stopping: int = 0) -> str:
+    """``elsewhere``: the user's pictures in other chats, which a group's /cancel leaves alone.
+    ``stopping``: of the ``n``, those whose painter has not confirmed yet (its queue out of reach, say)."""
     if n == 0:
         if elsewhere:
             return f"You have nothing in the works here. {_elsewhere(elsewhere)}"
         return "You have nothing in the works to cancel."
+    if stopping:
+        return f"Cancelling {_pictures(n)}: the painter stops after its current step. ✋"
     return f"Cancelled {_pictures(n)}. ✋"
 
 

@@ -60,6 +60,8 @@ async def test_a_result_waits_out_a_telegram_outage(
     tg.send_text(chat, alice, "/queue")  # it said "nothing in the works"
     (queue,) = await wait_text(tg, chat["id"], "Your pictures")
     assert "The Great Wave — painted; I'm sending it" in text_of(queue)
+    tg.send_text(chat, alice, "great wave")  # asked again meanwhile: it was painted and sent twice
+    await wait_text(tg, chat["id"], "already in the works")
     (result,) = await wait_photo(tg, chat["id"], timeout=60)
     assert reply_to(result) == msg_id(photo)
     await settle(1.0)

@@ -97,7 +97,7 @@ async def test_a_picture_painting_through_a_bot_restart_is_not_said_to_be_back_i
     (said,) = await bh.wait_text(tg, chat["id"], "restarted", method="editMessageText", timeout=30)
     assert "the painter carried on" in bh.text_of(said), bh.text_of(said)
     await bh.wait_photo(tg, chat["id"], timeout=90)
-    assert not any("back in the queue" in bh.text_of(r) for r in tg.calls("editMessageText"))
+    assert not any("I restarted; your picture is" in bh.text_of(r) for r in tg.calls("editMessageText"))
 
 
 async def test_results_finished_while_the_bot_restarts_are_delivered_once(
@@ -214,7 +214,8 @@ async def test_a_picture_cancelled_while_redis_was_down_stays_cancelled_when_red
     redis_server.stop()
     try:
         tg.send_text(chat, carol, "/cancel")
-        await bh.wait_text(tg, chat["id"], "Cancelled 1 picture", timeout=15)
+        # Not "Cancelled 1 picture" while its status says "Cancelling…" for the whole outage.
+        await bh.wait_text(tg, chat["id"], "Cancelling 1 picture: the painter stops", timeout=15)
         # Not "safe in the queue … it will continue shortly" after that reply.
         await bh.wait_text(tg, chat["id"], "Cancelling…", method="editMessageText", timeout=15)
     finally:  # it comes back empty, as one without its append-only file does
@@ -246,7 +247,7 @@ async def test_a_picture_cancelled_during_an_outage_is_not_sent_when_it_was_pain
     redis_server.stop()
     try:
         tg.send_text(chat, alice, "/cancel")
-        await bh.wait_text(tg, chat["id"], "Cancelled 1 picture", timeout=15)
+        await bh.wait_text(tg, chat["id"], "Cancelling 1 picture", timeout=15)
         await bh.wait_until(
             lambda: "retrying in" in owner.log.read_text(errors="replace"),
             timeout=60,
