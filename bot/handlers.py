@@ -777,24 +777,21 @@ async def cmd_queue(update: Update, context: Context) -> None:
     assert message is not None
     who = requester(update)
     rows = await service(context).queue_of(who.user_id, who.chat_id if who.in_group else None)
-    waiting = await _waiting_photo_note(who, context)
+    note = await _waiting_photo_note(who, context)
     # Painted but not yet taken by Telegram: not "nothing in the works" (it comes by itself).
-    sending = [
+    sending = "\n".join(
         f"✅ {texts.esc(texts.style_name(job.style_preset))} — {texts.SENDING_LINE}"
         for job in await service(context).db.undelivered_done()
         if job.user_id == who.user_id and (job.chat_id == who.chat_id or not who.in_group)
-    ]
-    if not rows and sending:
-        await reply(message, "<b>Your pictures</b>\n" + "\n".join(sending) + waiting)
-        return
-    if sending:
-        waiting = "\n\n" + "\n".join(sending) + waiting
+    )
     if not rows:
         elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0
-        if waiting:
-            await reply(message, f"You have nothing in the works yet.{waiting}")
-            return
-        await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
+        if sending:
+            await reply(message, f"<b>Your pictures</b>\n{sending}{note}")
+        elif note:
+            await reply(message, f"You have nothing in the works yet.{note}")
+        else:
+            await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
         return
     hold = service(context).hold
     names = [texts.style_name(job.style_preset) for job, _, _ in rows]
@@ -810,7 +807,8 @@ async def cmd_queue(update: Update, context: Context) -> None:
         texts.queue_line(i, name, position, eta, hold)
         for i, (name, (_, position, eta)) in enumerate(zip(names, rows, strict=True), 1)
     ]
-    await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them." + waiting)
+    sending = f"\n\n{sending}" if sending else ""
+    await reply(message, "<b>Your pictures</b>\n" + "\n".join(lines) + "\n\n/cancel to stop them." + sending + note)
 
 
 async def _waiting_photo_note(who: Requester, context: Context) -> str:
@@ -821,9 +819,8 @@ async def _waiting_photo_note(who: Requester, context: Context) -> str:
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if _photo_waits(draft):
         return f"\n\n{texts.PHOTO_WAITS_HERE}"
-    named = (context.chat_data or {}).get(NEXT_STYLE)
-    if named is not None and time.time() - named[1] < service(context).config.draft_ttl_s:
-        return f"\n\n{texts.style_waits_for_photo(presets.get(named[0]).short_title)}"
+    if (named := _next_style(context, keep=True)) is not None:
+        return f"\n\n{texts.style_waits_for_photo(presets.get(named).short_title)}"
     return ""
 
 
@@ -1057,9 +1054,13 @@ async def _style_for_next_photo(message: Message, name: str, context: Context) -
     await reply(message, texts.style_for_next_photo(presets.get(slug).short_title))
 
 
-def _next_style(context: Context) -> str | None:
-    """The style named for the photo just sent, if one was and is still fresh (it is used up)."""
-    if context.chat_data is None or (pending := context.chat_data.pop(NEXT_STYLE, None)) is None:
+def _next_style(context: Context, *, keep: bool = False) -> str | None:
+    """The style named for the photo just sent, if one was and is still fresh: used up, unless
+    ``keep`` (only looking)."""
+    if context.chat_data is None:
+        return None
+    pending = context.chat_data.get(NEXT_STYLE) if keep else context.chat_data.pop(NEXT_STYLE, None)
+    if pending is None:
         return None
     slug, when = pending
     return slug if time.time() - when < service(context).config.draft_ttl_s else None
