@@ -768,7 +768,21 @@ async def cmd_cancel(update: Update, context: Context) -> None:
         await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.PHOTO_DROPPED)
         await reply(message, texts.photo_dropped(elsewhere))
         return
-    await reply(message, texts.cancelled_jobs(n, elsewhere=elsewhere, stopping=stopping))
+    said = texts.cancelled_jobs(n, elsewhere=elsewhere, stopping=stopping)
+    if n and (named := _next_style(context, keep=True)) is not None:  # kept, as a waiting photo is
+        said += f"\n{texts.style_still_waits(presets.get(named).short_title)}"
+    elif not n and not elsewhere and await _sending(svc, who):  # /queue lists it: say why it stays
+        said = texts.NOTHING_TO_CANCEL_SENDING
+    await reply(message, said)
+
+
+async def _sending(svc: JobService, who: Requester) -> list[JobRow]:
+    """The user's pictures painted but not yet taken by Telegram (here, in a group)."""
+    return [
+        job
+        for job in await svc.db.undelivered_done()
+        if job.user_id == who.user_id and (job.chat_id == who.chat_id or not who.in_group)
+    ]
 
 
 async def cmd_queue(update: Update, context: Context) -> None:
@@ -781,8 +795,7 @@ async def cmd_queue(update: Update, context: Context) -> None:
     # Painted but not yet taken by Telegram: not "nothing in the works" (it comes by itself).
     sending = "\n".join(
         f"✅ {texts.esc(texts.style_name(job.style_preset))} — {texts.SENDING_LINE}"
-        for job in await service(context).db.undelivered_done()
-        if job.user_id == who.user_id and (job.chat_id == who.chat_id or not who.in_group)
+        for job in await _sending(service(context), who)
     )
     if not rows:
         elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0

@@ -159,6 +159,15 @@ USED_AS_STYLE = (
 )
 
 
+NOTHING_TO_CANCEL_SENDING = (
+    "Nothing left to cancel: your picture is painted, and I'm sending it as soon as Telegram takes it."
+)
+
+
+def style_still_waits(title: str) -> str:
+    return f"🎨 <b>{esc(title)}</b> still waits for your next photo: /cancel again to forget it."
+
+
 def style_waits_for_photo(title: str) -> str:
     return f"🎨 <b>{esc(title)}</b> waits for your next photo (/cancel forgets it)."
 

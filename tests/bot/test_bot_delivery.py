@@ -62,6 +62,8 @@ async def test_a_result_waits_out_a_telegram_outage(
     assert "The Great Wave — painted; I'm sending it" in text_of(queue)
     tg.send_text(chat, alice, "great wave")  # asked again meanwhile: it was painted and sent twice
     await wait_text(tg, chat["id"], "already in the works")
+    tg.send_text(chat, alice, "/cancel")  # "nothing in the works to cancel", beside /queue's list
+    await wait_text(tg, chat["id"], "Nothing left to cancel: your picture is painted")
     (result,) = await wait_photo(tg, chat["id"], timeout=60)
     assert reply_to(result) == msg_id(photo)
     await settle(1.0)

@@ -95,6 +95,26 @@ async def test_cancel_running_and_queued_jobs(tg: FakeTelegram, runner: BotRunne
     assert photo_requests(tg, chat["id"]) == []
 
 
+async def test_cancel_keeps_a_style_named_for_the_next_photo_and_says_so(
+    tg: FakeTelegram, runner: BotRunner, alice: dict
+) -> None:
+    """/cancel stopped the pictures and silently kept the style named for the next photo, which
+    then painted it: it says so, as it does for a waiting photo, and a second /cancel forgets it."""
+    runner.overrides.update(draft_ttl_s=0.5)
+    await runner.start(slow_executor())
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(seed=1), caption="starry-night")
+    await wait_text(tg, chat["id"], "Painting…", method="editMessageText")
+    await asyncio.sleep(1.0)  # the photo's draft is stale: a name now is for the next photo
+    tg.send_text(chat, alice, "the kiss")
+    await wait_text(tg, chat["id"], "<b>The Kiss</b> it is")
+    tg.send_text(chat, alice, "/cancel")
+    (said,) = await wait_text(tg, chat["id"], "Cancelled 1 picture")
+    assert "<b>The Kiss</b> still waits for your next photo" in text_of(said)
+    tg.send_text(chat, alice, "/cancel")
+    await wait_text(tg, chat["id"], "forgot the style you picked")
+
+
 async def test_cancel_button_on_the_status_message(tg: FakeTelegram, runner: BotRunner, alice: dict) -> None:
     await runner.start(slow_executor())
     chat = tg.private_chat(alice)
