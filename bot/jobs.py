@@ -1012,7 +1012,7 @@ class JobService:
             return
         log.warning("job %s: %s; submitting it again", job_id, reason)
         try:
-            await self._recover_job(job, texts.REQUEUED)
+            await self._recover_job(job, texts.REQUEUED_WHILE_PAINTING if job.status == "running" else texts.REQUEUED)
         except Exception:
             log.exception("job %s could not be submitted again", job_id)
             await self._failed(job_id, reason)

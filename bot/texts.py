@@ -333,6 +333,10 @@ def painting(fraction: float, eta_s: float | None) -> str:
 RESTARTED = "♻️ I restarted; your picture is still in the queue."  # kept in SQLite, or in Redis
 STILL_PAINTING = "🎨 Painting… (I restarted meanwhile; the painter carried on)"
 REQUEUED = "♻️ The queue lost your picture, so I put it back in line."
+#: Its painter may well carry on and deliver it first: "lost" would be too sure.
+REQUEUED_WHILE_PAINTING = (
+    "♻️ The queue lost track of your picture; I've put it back in line in case its painter stopped."
+)
 SENDING_LINE = "painted; I'm sending it as soon as Telegram takes it"
 SENDING_DELAYED = "✅ Painted! Telegram isn't taking the picture right now; I'll keep trying to send it."
 DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished picture"
