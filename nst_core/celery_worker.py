@@ -270,9 +270,9 @@ class WorkerRuntime:
         idle = self.idle_since is not None and time.monotonic() - self.idle_since >= older_than_s
         resent: list[str] = []
         for job_id, (sent, submitted, requeued) in zip(ids, pipe.execute(), strict=True):
+            waited = now - max(float(submitted or 0), float(requeued or 0))
             if sent == b"0":
-                since = max(float(submitted or 0), float(requeued or 0))
-                if now - since < older_than_s:
+                if waited < older_than_s:
                     continue
                 log.warning("job %s was queued without a message; sending it", job_id)
                 self.send_task(job_id, requeued is not None)
@@ -281,7 +281,7 @@ class WorkerRuntime:
                 log.warning(
                     "job %s has waited %.0f s while this worker was idle: its message was lost; sending it again",
                     job_id,
-                    now - max(float(submitted or 0), float(requeued or 0)),
+                    waited,
                 )
                 self.send_task(job_id, True)  # overdue: ahead of the new ones
             else:
