@@ -145,6 +145,7 @@ class CeleryExecutor(Executor):
         block_ms: int = 1000,
         start_timeout_s: float = 10.0,
     ) -> None:
+        super().__init__()
         self.redis_url = redis_url(redis_url_)
         self._steps = steps
         self._timeout_s = timeout_s
@@ -247,6 +248,7 @@ class CeleryExecutor(Executor):
             if not self._task.done():
                 log.warning("celery executor loop did not stop")
             self._task = None
+        await self._reported()
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()
@@ -650,7 +652,7 @@ class CeleryExecutor(Executor):
         self._finished[job_id] = None
         while len(self._finished) > 10_000:
             self._finished.popitem(last=False)
-        await self._emit(event)
+        await self._report(event)
 
     # -- positions and ETAs ------------------------------------------------------------
 

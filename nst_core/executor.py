@@ -149,6 +149,10 @@ class Executor(abc.ABC):
 
     _on_event: EventSink | None = None
 
+    def __init__(self) -> None:
+        #: Jobs' outcomes on their way to the caller, which stop() lets arrive.
+        self._reporting: set[asyncio.Future[None]] = set()
+
     async def _emit(self, event: JobEvent) -> None:
         if self._on_event is None:
             return
@@ -156,6 +160,23 @@ class Executor(abc.ABC):
             await self._on_event(event)
         except Exception:  # a broken listener must not kill the executor
             log.exception("event handler failed for %s", type(event).__name__)
+
+    async def _report(self, outcome: JobEvent) -> None:
+        """Hand a job's outcome over out of stop()'s reach.
+
+        The caller records an outcome in several awaits (its database, then the user's
+        status message).  Cut short half-way by a stop, a cancel was written down while
+        its status message kept reading "Cancelling…" for good.
+        """
+        report = asyncio.ensure_future(self._emit(outcome))
+        self._reporting.add(report)
+        report.add_done_callback(self._reporting.discard)
+        await asyncio.shield(report)
+
+    async def _reported(self) -> None:
+        """Wait for the outcomes being handed over: stop() calls it once its loop has ended."""
+        if self._reporting:
+            await asyncio.wait(set(self._reporting))
 
     @abc.abstractmethod
     async def start(self, on_event: EventSink) -> None:
@@ -317,6 +338,7 @@ class LocalExecutor(Executor):
     ):
         """``threads`` caps torch's CPU threads: on a machine shared with other busy
         processes, fewer threads avoid oversubscription (spinning OpenMP threads)."""
+        super().__init__()
         self._device_arg = device
         self._steps = steps
         self._threads = threads
@@ -403,6 +425,7 @@ class LocalExecutor(Executor):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._reported()
         # Waits for the running step to notice the cancel: off the loop, which still has
         # Telegram calls to finish.
         await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
@@ -549,15 +572,15 @@ class LocalExecutor(Executor):
             cancel.set()
             with contextlib.suppress(Exception):
                 await future
-            await self._emit(JobFailed(job.id, time_limit_reason(self._timeout_s)))
+            await self._report(JobFailed(job.id, time_limit_reason(self._timeout_s)))
             return
         except Exception:  # the engine could not even be loaded
             log.exception("job %s could not run", job.id)
-            await self._emit(JobFailed(job.id, "something went wrong in the painter"))
+            await self._report(JobFailed(job.id, "something went wrong in the painter"))
             return
         if isinstance(result, JobCancelled | JobFailed):
-            await self._emit(result)
+            await self._report(result)
             return
         # The job's own time: the first one may have waited for the warm-up as well.
         self._durations.add(result.seconds, self._schedules.get(job.id))
-        await self._emit(JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format))
+        await self._report(JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format))

@@ -1,0 +1,48 @@
+"""Stopping the in-process executor while a job's outcome is being reported.
+
+The bot records an outcome in its own handler (a database write, then the status
+message).  ``stop()`` used to cancel the executor's loop wherever it was, even in the
+middle of that handler: a cancel confirmed a moment before a shutdown then left its
+row written but the status message reading "Cancelling…" for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from PIL import Image
+
+from nst_core.executor import Job, JobCancelled, JobEvent, JobStarted, LocalExecutor, StyleRef
+from nst_core.settings import StyleSettings
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 64), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def test_stop_lets_the_outcome_being_reported_finish() -> None:
+    started, reporting = asyncio.Event(), asyncio.Event()
+    recorded: list[str] = []
+
+    async def on_event(event: JobEvent) -> None:
+        if isinstance(event, JobStarted):
+            started.set()
+        elif isinstance(event, JobCancelled):
+            reporting.set()
+            await asyncio.sleep(0.5)  # the handler's own awaits: a database write, a Telegram edit
+            recorded.append(event.job_id)
+
+    executor = LocalExecutor("cpu", steps=(400,))  # long enough to be cancelled while painting
+    await executor.start(on_event)
+    try:
+        job = Job("j1", _png((200, 120, 40)), (StyleRef(image=_png((20, 60, 200))),), StyleSettings(size=64))
+        await executor.submit(job)
+        await asyncio.wait_for(started.wait(), 300)
+        assert await executor.cancel(job.id)
+        await asyncio.wait_for(reporting.wait(), 60)
+    finally:
+        await executor.stop()
+    assert recorded == ["j1"], "the stop cut the cancel's report short"
