@@ -489,7 +489,11 @@ async def _submit(
     *,
     preset: str | None = None,
     style: ImageRef | None = None,
+    then: str | None = None,
+    keep_photo: bool = True,
 ) -> bool:
+    """``then``: how to ask again after a refusal, where the default's would mislead;
+    ``keep_photo`` False where asking again doesn't go through the waiting photo (an album)."""
     svc = service(context)
     content = ImageRef(draft.content_file_id, draft.content_message_id)
     settings = svc.style_settings(await svc.prefs(who.user_id))
@@ -499,14 +503,15 @@ async def _submit(
         await reply(message, texts.painted_already(chosen))
         return False
     await _close_other_prompt(context, draft)
-    then = texts.RESEND_STYLE_PICTURE if style is not None and not who.in_group else None
+    if then is None and style is not None and not who.in_group:
+        then = texts.RESEND_STYLE_PICTURE
     try:
         await svc.submit(who, content, preset=preset, style=style, settings=settings, then=then)
     except RequestError as exc:
         # Refused (limits, a failed download): the photo still becomes the waiting one, so
         # the style the user sends later paints *this* photo, not an older one.  Not when it
         # is in the works already: then the next picture would become its style.
-        if exc.keeps_photo:
+        if exc.keeps_photo and keep_photo:
             draft.awaiting_style = True
             draft.updated_at = time.time()
             await svc.db.save_draft(draft)
@@ -801,10 +806,9 @@ async def cmd_queue(update: Update, context: Context) -> None:
         elsewhere = await service(context).active_elsewhere(who.user_id, who.chat_id) if who.in_group else 0
         if sending:
             await reply(message, f"<b>Your pictures</b>\n{sending}{note}")
-        elif note:
-            await reply(message, f"You have nothing in the works yet.{note}")
         else:
-            await reply(message, texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere))
+            empty = texts.queue_empty(in_group=who.in_group, elsewhere=elsewhere, photo_waits=bool(note))
+            await reply(message, empty + note)
         return
     hold = service(context).hold
     names = [texts.style_name(job.style_preset) for job, _, _ in rows]
@@ -825,13 +829,11 @@ async def cmd_queue(update: Update, context: Context) -> None:
 
 
 async def _waiting_photo_note(who: Requester, context: Context) -> str:
-    """A line about the private chat's photo that waits for its style ("" if none): /queue and
+    """A line about the sender's photo that waits for its style here ("" if none): /queue and
     /start ignored it, and only /cancel admitted it was there."""
-    if who.in_group:
-        return ""
     draft = await service(context).db.get_draft(who.chat_id, who.user_id)
     if _photo_waits(draft):
-        return f"\n\n{texts.PHOTO_WAITS_HERE}"
+        return f"\n\n{texts.PHOTO_WAITS_IN_GROUP if who.in_group else texts.PHOTO_WAITS_HERE}"
     if (named := _next_style(context, keep=True)) is not None:
         return f"\n\n{texts.style_waits_for_photo(presets.get(named).short_title)}"
     return ""
@@ -936,8 +938,10 @@ async def _album_request(messages: list[Message], context: Context) -> None:
         return
     who = sender(first)
     draft = new_draft(who, refs[0])
-    if await _submit(first, who, draft, context, style=refs[1]) and len(messages) > 2:
-        await reply(first, texts.ALBUM_TOO_BIG)
+    if await _submit(first, who, draft, context, style=refs[1]):
+        # Said, as under a second photo sent alone: "🖼 Your own style" was all that showed a
+        # user who meant "paint both" why only one came back.
+        await reply(first, texts.ALBUM_TOO_BIG if len(messages) > 2 else texts.ALBUM_PHOTO_AND_STYLE)
 
 
 async def _album_in_one_style(messages: list[Message], slug: str, context: Context) -> None:
@@ -951,7 +955,10 @@ async def _album_in_one_style(messages: list[Message], slug: str, context: Conte
         if not await _image_ok(svc, message, ref, "photo"):
             continue
         draft = new_draft(who, ref)
-        if not await _submit(message, who, draft, context, preset=slug):
+        # Asked again as a whole: kept waiting for a style, this picture made the next one
+        # sent (the album's rest, say) its style.
+        then = None if who.in_group else texts.RESEND_ALBUM
+        if not await _submit(message, who, draft, context, preset=slug, then=then, keep_photo=False):
             # Told why under this picture; the later ones would hear the same, so say it once.
             if rest := sum(image_ref(m) is not None for m in messages[index + 1 :]):
                 await reply(message, texts.album_rest_not_started(rest))
@@ -1107,6 +1114,9 @@ async def on_other_document(update: Update, context: Context) -> None:
     assert message is not None and message.document is not None
     doc = message.document
     waiting = await _style_awaited(update, context)
+    if message.animation is not None:  # a GIF: Telegram turns it into an MP4, so not "that file"
+        await reply(message, f"{texts.ANIMATION_NO_STYLE} {texts.WAITING_FOR_STYLE}" if waiting else texts.ANIMATION)
+        return
     await reply(message, texts.not_an_image(doc.mime_type, doc.file_name, waiting=waiting))
 
 
@@ -1286,7 +1296,7 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     await query.answer()
     sending = context.bot.send_message(
         job.chat_id,
-        texts.ANOTHER_STYLE,
+        texts.ANOTHER_STYLE_GROUP if job.chat_type != "private" else texts.ANOTHER_STYLE,
         reply_parameters=ReplyParameters(query.message.message_id, allow_sending_without_reply=True),
         reply_markup=preset_keyboard(draft.token, job.user_id),
     )

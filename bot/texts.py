@@ -172,7 +172,12 @@ def style_waits_for_photo(title: str) -> str:
     return f"🎨 <b>{esc(title)}</b> waits for your next photo (/cancel forgets it)."
 
 
-PHOTO_WAITS_HERE = "📷 Your last photo is waiting for its style: pick one under it, or /cancel to drop it."
+#: Not "pick one under it": a photo kept after a refusal (a limit) has no buttons under it.
+PHOTO_WAITS_HERE = (
+    "📷 Your last photo is waiting for its style: send a style's name or a picture "
+    "(/style shows the buttons), or /cancel to drop it."
+)
+PHOTO_WAITS_IN_GROUP = "📷 Your photo is waiting for its style: /style shows the buttons, or /cancel drops it."
 PHOTO_STILL_WAITS = "Your photo still waits for its style."
 WAITING_FOR_STYLE = (
     "I have your photo and I'm waiting for a style: tap one of the buttons above, "
@@ -181,9 +186,15 @@ WAITING_FOR_STYLE = (
 STICKER = "Stickers are fun, but I can only paint photos. 📷 Send me a photo."
 #: What can't be a style, said while a photo waits for one (so another photo isn't sent as a "photo").
 STICKER_NO_STYLE = "I can't copy a style from a sticker."
+ANIMATION = "That's an animation, and I can only paint still pictures. 📷 Send me a photo (a screenshot of it will do)."
+ANIMATION_NO_STYLE = "I can't copy a style from an animation."
 NO_STYLE_IN_THAT = "I can't copy a style from that."
 GROUP_USAGE = (
     "Reply to a photo with <code>/stylize starry-night</code>, or reply to it with just /stylize to pick a style."
+)
+ALBUM_PHOTO_AND_STYLE = (
+    "🎨 I'm using the album's second picture as the style for the first. "
+    "To paint both instead, send them again with a style's name as the caption, e.g. <code>starry-night</code>."
 )
 ALBUM_TOO_BIG = (
     "I used the first two pictures of the album: the photo and the style. "
@@ -194,8 +205,10 @@ ALBUM_TOO_BIG = (
 
 def album_rest_not_started(n: int) -> str:
     if n == 1:
-        return "The album's last picture wasn't started either: send it again later."
-    return f"The album's {n} pictures after this one weren't started either: send them again later."
+        return "The album's last picture wasn't started either: send it again later with the same caption."
+    return (
+        f"The album's {n} pictures after this one weren't started either: send them again later with the same caption."
+    )
 
 
 ALBUM_IN_GROUP_UNSEEN = (
@@ -205,7 +218,9 @@ ALBUM_IN_GROUP_UNSEEN = (
 OLD_BUTTON = "That button belongs to an older message. Send the photo again to start over."
 NOT_YOUR_BUTTON = "That button is for the person who asked."
 FOR_THE_ADMINS = "That was posted as the group, by one of its admins: only the group's admins can use it."
-NOT_YOUR_PROMPT = "That message asks for someone else's style. To paint a photo of yours, reply to it with /stylize."
+NOT_YOUR_PROMPT = (
+    "That style picker is for someone else's photo. To paint a photo of yours, reply to your photo with /stylize."
+)
 PROMPT_CLOSED = "That photo isn't waiting for a style any more. Reply to it with /stylize to paint it again."
 NOT_YOUR_SETTINGS = "These are someone else's settings. Send /settings for yours."
 NOT_ALLOWED = "Sorry, this bot is private."
@@ -364,6 +379,8 @@ RESEND_STYLE = "I've kept this photo: then just send the style (or its name) aga
 RESEND_STYLE_PICTURE = (
     "I've kept your photo from before this picture: then send this picture (or a style's name) again."
 )
+#: ...for a picture of an album captioned with a style (each picture is a photo to paint)...
+RESEND_ALBUM = "Then send this picture again with the same caption."
 #: ...in a group, where a typed style name is not the bot's business...
 RESEND_IN_GROUP = "Then reply to the photo with /stylize and the style's name again."
 #: ...or from a button under a result (sending the style again would lose the button's setting).
@@ -448,9 +465,12 @@ def cancelled_jobs(n: int, *, elsewhere: int = 0, stopping: int = 0) -> str:
     return f"Cancelled {_pictures(n)}. ✋"
 
 
-def queue_empty(*, in_group: bool = False, elsewhere: int = 0) -> str:
+def queue_empty(*, in_group: bool = False, elsewhere: int = 0, photo_waits: bool = False) -> str:
+    """``photo_waits``: a line about the photo waiting for its style follows (not "send a photo")."""
     if elsewhere:
         return f"You have nothing in the works here. {_elsewhere(elsewhere)}"
+    if photo_waits:
+        return "You have nothing in the works here yet." if in_group else "You have nothing in the works yet."
     if in_group:  # plain photos in a group are ignored: say what does work here
         return "You have nothing in the works here. Reply to a photo with /stylize to paint it."
     return "You have nothing in the works. Send me a photo! 📷"
@@ -515,6 +535,10 @@ SENDING_FULL = "Sending the full-size file…"
 FULL_NOT_SENT = "Telegram didn't take the full-size file just now: press 📄 Full size again in a moment."
 FULL_ALREADY_SENT = "Already on its way: the full-size file is just below."
 ANOTHER_STYLE = "Pick another style for this photo:"
+#: In a group a picture sent on its own isn't the bot's business: a reply to this message is.
+ANOTHER_STYLE_GROUP = (
+    "Pick another style for this photo — or reply to this message with a picture to copy the style from."
+)
 
 # --- settings ---------------------------------------------------------------------------------
 

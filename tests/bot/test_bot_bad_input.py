@@ -36,6 +36,8 @@ async def test_text_sticker_and_other_files(tg: FakeTelegram, bot: BotRunner, al
     await wait_text(tg, chat["id"], "That's a PDF")
     tg.send_document(chat, alice, b"PK\x03\x04zip", file_name="photos.zip", mime_type="application/zip")
     await wait_text(tg, chat["id"], "isn't an image I can paint")
+    tg.send_animation(chat, alice)  # a GIF was "That file isn't an image": the user sent no file
+    await wait_text(tg, chat["id"], "That's an animation")
     # While a photo waits for its style, text gets a reminder rather than a generic answer.
     tg.send_photo(chat, alice, image_bytes())
     await wait_text(tg, chat["id"], "pick a style")
@@ -49,7 +51,9 @@ async def test_text_sticker_and_other_files(tg: FakeTelegram, bot: BotRunner, al
     (voice,) = await wait_text(tg, chat["id"], "copy a style from that")
     tg.send_document(chat, alice, b"PK\x03\x04zip", file_name="photos.zip", mime_type="application/zip")
     (file,) = await wait_text(tg, chat["id"], "isn't an image I can copy a style from")
-    for answer in (sticker, voice, file):
+    tg.send_animation(chat, alice)
+    (gif,) = await wait_text(tg, chat["id"], "copy a style from an animation")
+    for answer in (sticker, voice, file, gif):
         assert "I have your photo" in text_of(answer) and "Send me a photo" not in text_of(answer)
 
 

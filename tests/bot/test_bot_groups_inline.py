@@ -47,6 +47,13 @@ async def test_group_reply_flow_with_two_users(tg: FakeTelegram, bot: BotRunner,
     assert "The Starry Night" in by_reply[msg_id(alice_photo)] and "tg://user?id=101" in by_reply[msg_id(alice_photo)]
     assert "Great Wave" in by_reply[msg_id(bob_photo)] and "tg://user?id=202" in by_reply[msg_id(bob_photo)]
 
+    # Another style: in a group a picture is a style only as a reply to the picker, so it says so.
+    result, data = find_button(tg, group["id"], "other:")  # the later of the two results
+    owner = bob if result["reply_to_message"]["message_id"] == msg_id(bob_photo) else alice
+    tg.press_button(result, owner, data)
+    (again,) = await wait_text(tg, group["id"], "Pick another style")
+    assert "reply to this message with a picture" in text_of(again)
+
 
 async def test_group_own_style_by_replying_to_the_prompt(
     tg: FakeTelegram, bot: BotRunner, alice: dict, bob: dict
@@ -58,7 +65,7 @@ async def test_group_own_style_by_replying_to_the_prompt(
     prompt = next(m for m in reversed(tg.messages(group["id"])) if "reply to this message" in m.get("text", ""))
     # Someone else's picture in reply to Bob's prompt was silently ignored (or painted a photo of theirs).
     tg.send_photo(group, alice, image_bytes(seed=3), reply_to=prompt)
-    await wait_text(tg, group["id"], "asks for someone else's style")
+    await wait_text(tg, group["id"], "style picker is for someone else's photo")
     tg.send_photo(group, bob, image_bytes(seed=4), reply_to=prompt)
     (result,) = await wait_photo(tg, group["id"])
     assert "🖼 Your own style ·" in text_of(result) and reply_to(result) == msg_id(photo)
@@ -75,7 +82,7 @@ async def test_group_style_name_typed_in_reply_to_the_prompt(
     prompt = next(m for m in reversed(tg.messages(group["id"])) if "reply to this message" in m.get("text", ""))
     chatter = tg.send_text(group, alice, "hmm, which one?", reply_to=prompt)  # not a name: left alone
     tg.send_text(group, bob, "starry night", reply_to=prompt)
-    await wait_text(tg, group["id"], "asks for someone else's style")
+    await wait_text(tg, group["id"], "style picker is for someone else's photo")
     tg.send_text(group, alice, "starry night", reply_to=prompt)
     (result,) = await wait_photo(tg, group["id"])
     assert "The Starry Night" in text_of(result) and reply_to(result) == msg_id(photo)
@@ -174,6 +181,7 @@ async def test_pictures_in_the_works_in_another_chat_are_pointed_to_from_a_group
     tg.send_text(group, alice, "/queue")
     (queue,) = await wait_text(tg, group["id"], "nothing in the works here")
     assert "1 picture of yours is in the works in another chat" in text_of(queue)
+    assert "Your photo is waiting for its style" in text_of(queue)  # what /cancel drops next
     tg.send_text(group, alice, "/cancel")  # the refused photo, kept for later, goes; the other chat's stays
     (cancel,) = await wait_text(tg, group["id"], "Dropped the photo")
     assert "1 picture of yours is in the works in another chat" in text_of(cancel)
@@ -246,6 +254,22 @@ async def test_queue_in_a_group_lists_only_that_groups_pictures(
     await wait_text(tg, group["id"], "nothing in the works")
     tg.send_text(private, alice, "/cancel")
     await wait_text(tg, private["id"], "Cancelled 1 picture")
+
+
+async def test_queue_in_a_group_mentions_the_photo_waiting_there_that_cancel_would_drop(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """/queue in a group said 'nothing in the works here', and /cancel right after dropped a
+    photo waiting for its style that nobody had mentioned."""
+    group = tg.group_chat()
+    photo = tg.send_photo(group, alice, image_bytes())
+    tg.send_text(group, alice, "/stylize", reply_to=photo["message"])
+    await wait_text(tg, group["id"], "Pick a style")
+    tg.send_text(group, alice, "/queue")
+    (queue,) = await wait_text(tg, group["id"], "nothing in the works")
+    assert "Your photo is waiting for its style" in text_of(queue) and "/style" in text_of(queue)
+    tg.send_text(group, alice, "/cancel")
+    await wait_text(tg, group["id"], "Dropped the photo")
 
 
 async def test_status_edits_in_a_group_are_paced_together(

@@ -227,6 +227,9 @@ async def test_album_of_two_is_photo_then_style(tg: FakeTelegram, bot: BotRunner
     chat = tg.private_chat(alice)
     first = tg.send_photo(chat, alice, image_bytes(seed=1), media_group_id="album-1")
     tg.send_photo(chat, alice, image_bytes(seed=2), media_group_id="album-1")
+    # Said under the album, as under a second photo sent alone: only "Your own style" showed it.
+    (note,) = await wait_text(tg, chat["id"], "second picture as the style for the first")
+    assert reply_to(note) == msg_id(first) and "<code>starry-night</code>" in text_of(note)
     (result,) = await wait_photo(tg, chat["id"])
     assert "🖼 Your own style ·" in text_of(result)
     assert reply_to(result) == msg_id(first)
@@ -275,9 +278,16 @@ async def test_an_album_captioned_with_a_style_paints_each_picture_in_it(
     assert reply_to(limit) == msg_id(photos[2])
     (rest,) = await wait_text(tg, chat["id"], "last picture wasn't started either")
     assert reply_to(rest) == msg_id(photos[2])
+    assert "same caption" in text_of(limit) and "same caption" in text_of(rest)
     results = await wait_photo(tg, chat["id"], count=2)
     assert all("The Starry Night" in text_of(r) for r in results)
     assert {reply_to(r) for r in results} == {msg_id(photos[0]), msg_id(photos[1])}
+
+    # The fourth sent back without a caption: it kept the third waiting for a style, so the
+    # fourth became its style, and painted the third in it.
+    tg.send_photo(chat, alice, image_bytes(seed=4))
+    await wait_text(tg, chat["id"], "pick a style")  # a photo of its own
+    assert not any("as the style for your photo" in t for t in texts_to(tg, chat["id"]))
 
 
 async def test_an_album_captioned_with_a_misspelt_style_asks_which(

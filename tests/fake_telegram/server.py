@@ -351,6 +351,13 @@ class FakeTelegram:
         }
         return self._push({"message": self._user_message(chat, user, None, sticker=sticker)})
 
+    def send_animation(self, chat: dict, user: dict) -> dict:
+        """A GIF as Telegram delivers it: an MP4 ``animation``, repeated as ``document`` for old clients."""
+        file_id, unique_id = self.add_file(b"\x00\x00\x00\x18ftypmp42")
+        common = {"file_id": file_id, "file_unique_id": unique_id, "file_name": "cat.gif.mp4", "mime_type": "video/mp4"}
+        animation = {**common, "width": 320, "height": 240, "duration": 3}
+        return self._push({"message": self._user_message(chat, user, None, animation=animation, document=common)})
+
     def edit_message(self, update: dict, **changes: Any) -> dict:
         """The user edits a message they sent (``text=`` or ``caption=``): an edited_message update."""
         message = {**update["message"], **changes, "edit_date": int(time.time())}
