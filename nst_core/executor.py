@@ -524,14 +524,17 @@ class LocalExecutor(Executor):
             await self._emit(JobStarted(job.id, self._predict(job.id)))
             await self._announce_positions()
             try:
-                await self._run_one(loop, job, cancel, self._informed_prediction(job.id))
+                outcome = await self._run_one(loop, job, cancel, self._informed_prediction(job.id))
             finally:
                 self._running = None
                 self._schedules.pop(job.id, None)
+            # Reported once it no longer runs here: a cancel that comes while the caller records a
+            # result must hear that the job is over, not be told "stopping…" and see it delivered.
+            await self._report(outcome)
 
     async def _run_one(
         self, loop: asyncio.AbstractEventLoop, job: Job, cancel: threading.Event, predicted_s: float | None
-    ) -> None:
+    ) -> JobEvent:
         last_sent = 0.0
 
         def on_progress(fraction: float, eta_s: float | None) -> None:
@@ -572,15 +575,12 @@ class LocalExecutor(Executor):
             cancel.set()
             with contextlib.suppress(Exception):
                 await future
-            await self._report(JobFailed(job.id, time_limit_reason(self._timeout_s)))
-            return
+            return JobFailed(job.id, time_limit_reason(self._timeout_s))
         except Exception:  # the engine could not even be loaded
             log.exception("job %s could not run", job.id)
-            await self._report(JobFailed(job.id, "something went wrong in the painter"))
-            return
+            return JobFailed(job.id, "something went wrong in the painter")
         if isinstance(result, JobCancelled | JobFailed):
-            await self._report(result)
-            return
+            return result
         # The job's own time: the first one may have waited for the warm-up as well.
         self._durations.add(result.seconds, self._schedules.get(job.id))
-        await self._report(JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format))
+        return JobDone(job.id, result.image, result.seconds, result.width, result.height, result.format)
