@@ -650,10 +650,10 @@ class JobService:
         asked = [job.id for job in jobs if await self.cancel(job.id)]
         return len(asked), await self.still_stopping(asked)
 
-    async def still_stopping(self, job_ids: list[str], wait_s: float = CANCEL_CONFIRM_S) -> int:
+    async def still_stopping(self, job_ids: list[str]) -> int:
         """How many of these cancelled jobs have not confirmed it yet, after waiting a moment for
         them: a painting stops within a step, and "Cancelling…" beside "Cancelled." reads wrong."""
-        deadline = time.monotonic() + wait_s
+        deadline = time.monotonic() + CANCEL_CONFIRM_S
         while True:
             stopping = sum(j in self._cancel_requested for j in job_ids)
             if not stopping or time.monotonic() >= deadline:

@@ -11,6 +11,8 @@ import pytest
 import torch
 from bot_helpers import BotRunner, FakeTelegram
 
+from bot import jobs
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread() -> Iterator[None]:
@@ -22,6 +24,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def patient_cancel_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel's answer waits up to 1.5 s for the painting to stop, which takes 0.5 s at worst
+    on a busy 2-core machine: with no more margin than that, a CI host's hiccup would turn the
+    "Cancelled 1 picture" these tests wait for into "Cancelling…".  Tests of the slow case
+    (painters out of reach) never see a confirmation, whatever the wait."""
+    monkeypatch.setattr(jobs, "CANCEL_CONFIRM_S", 10.0)
 
 
 @pytest.fixture
