@@ -542,7 +542,10 @@ class JobService:
             if eta is None:
                 eta = await self.db.count_active() * (await self.db.typical_seconds() or 30.0)
             await self._open_status(row, texts.queued(position, eta), note)
-        await self._hand_over(row, content_bytes, style_bytes)
+        if self._recovered.is_set():
+            await self._hand_over(row, content_bytes, style_bytes)
+        else:  # not waited for here: the user's next updates (Cancel, /help) queue behind this one
+            self.spawn(self._hand_over(row, content_bytes, style_bytes))
         return row
 
     async def _time_to_room(self, in_queue: int) -> float:

@@ -327,6 +327,10 @@ async def test_after_a_restart_a_new_picture_queues_behind_the_ones_left_from_be
     carol_chat = tg.private_chat(carol)
     tg.send_photo(carol_chat, carol, image_bytes(seed=3), caption="the-scream")
     await wait_text(tg, carol_chat["id"], "queue")
+    # Her photo waits for the recovery; she doesn't: her handler waited, and her next updates
+    # (a Cancel press, /help) queued behind it until the recovery was over.
+    tg.send_text(carol_chat, carol, "/help")
+    await wait_text(tg, carol_chat["id"], "How it works")
     held.release()
     for who in (chat, bob_chat, carol_chat):
         await wait_photo(tg, who["id"], timeout=60)
