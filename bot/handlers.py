@@ -1322,7 +1322,10 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
         await query.answer(texts.FULL_ALREADY_SENT)
         return
     sent_at[job.id] = now
-    await query.answer(texts.SENDING_FULL)
+    # Pressed long ago as far as Telegram knows (it waited behind a slow update of this user's):
+    # "query is too old" mustn't stop the file, nor leave the next press "already on its way".
+    with contextlib.suppress(TelegramError):
+        await query.answer(texts.SENDING_FULL)
     sent: bool | None = None
     try:
         sent = await service(context).send_full_size(job, query.message.message_id)

@@ -171,6 +171,21 @@ async def test_stronger_weaker_and_full_size_buttons(tg: FakeTelegram, bot: BotR
     assert len(sent) == 1 and not any("Sending" in a for a in answers(tg)[-1:])
 
 
+async def test_full_size_is_sent_even_when_the_press_can_no_longer_be_answered(
+    tg: FakeTelegram, bot: BotRunner, alice: dict
+) -> None:
+    """A press answered too late ("query is too old") sent nothing, and for the next 10 s
+    pressing again said the file was already on its way."""
+    chat = tg.private_chat(alice)
+    tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
+    (result,) = await wait_photo(tg, chat["id"])
+    (result_msg,) = [m for m in tg.messages(chat["id"]) if m.get("photo")]
+    tg.fail("answerCallbackQuery", 400, "Bad Request: query is too old and response timeout expired")
+    tg.press_button(result_msg, alice, button_data(result)["📄 Full size"])
+    (doc,) = await tg.wait_for("sendDocument", lambda r: chat_of(r) == chat["id"] and r.status == 200)
+    assert reply_to(doc) == result_msg["message_id"]
+
+
 async def test_an_edited_message_is_answered_not_ignored(tg: FakeTelegram, bot: BotRunner, alice: dict) -> None:
     """Fixing a typo by editing got silence: the bot reads only new messages, and now says so."""
     chat = tg.private_chat(alice)
