@@ -144,6 +144,10 @@ JobEvent = JobQueued | JobStarted | JobProgress | JobDone | JobFailed | JobCance
 EventSink = Callable[[JobEvent], Awaitable[None]]
 
 
+#: How long stop() waits for the caller to record outcomes it was handed (``Executor._reported``).
+REPORT_WAIT_S = 30.0
+
+
 class Executor(abc.ABC):
     """Runs jobs somewhere and reports on them.  All methods run on the caller's loop."""
 
@@ -174,9 +178,15 @@ class Executor(abc.ABC):
         await asyncio.shield(report)
 
     async def _reported(self) -> None:
-        """Wait for the outcomes being handed over: stop() calls it once its loop has ended."""
+        """Wait for the outcomes being handed over: stop() calls it once its loop has ended.
+
+        Bounded: a caller stuck recording one (a hung volume) must not keep the process from
+        stopping; the job is then painted again at the next start.
+        """
         if self._reporting:
-            await asyncio.wait(set(self._reporting))
+            _, stuck = await asyncio.wait(set(self._reporting), timeout=REPORT_WAIT_S)
+            if stuck:
+                log.warning("stopping while %d job outcome(s) are still being recorded", len(stuck))
 
     @abc.abstractmethod
     async def start(self, on_event: EventSink) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import io
 
+import pytest
 from PIL import Image
 
+from nst_core import executor as executor_module
 from nst_core.executor import Job, JobCancelled, JobDone, JobEvent, JobStarted, LocalExecutor, StyleRef
 from nst_core.settings import StyleSettings
 
@@ -73,3 +75,23 @@ async def test_a_job_being_reported_as_done_is_over_for_a_cancel() -> None:
     finally:
         await executor.stop()
     assert recorded == ["j2"]
+
+
+async def test_a_caller_stuck_recording_an_outcome_does_not_hold_the_stop_for_good(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(executor_module, "REPORT_WAIT_S", 0.5)
+    reporting = asyncio.Event()
+
+    async def on_event(event: JobEvent) -> None:
+        if isinstance(event, JobDone):
+            reporting.set()
+            await asyncio.Event().wait()  # a result written to a hung volume
+
+    executor = LocalExecutor("cpu", steps=(2,))
+    await executor.start(on_event)
+    job = Job("j3", _png((200, 120, 40)), (StyleRef(image=_png((20, 60, 200))),), StyleSettings(size=64))
+    await executor.submit(job)
+    await asyncio.wait_for(reporting.wait(), 300)
+    await asyncio.wait_for(executor.stop(), 30)
+    assert "still being recorded" in caplog.text
