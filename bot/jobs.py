@@ -649,8 +649,10 @@ class JobService:
 
     async def cancel_all(self, user_id: int, chat_id: int | None = None) -> tuple[int, int]:
         """Cancel the user's jobs: how many, and how many of those are still stopping."""
+        # Newest first: a painting stopped before the pictures behind it lets the next one start,
+        # and "Painting… 0%" flashes on a picture the same /cancel is about to cancel.
         jobs = await self.db.active_jobs(user_id, chat_id)
-        asked = [job.id for job in jobs if await self.cancel(job.id)]
+        asked = [job.id for job in reversed(jobs) if await self.cancel(job.id)]
         return len(asked), await self.still_stopping(asked)
 
     async def still_stopping(self, job_ids: list[str]) -> int:
