@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS results (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_user ON results (user_id, created_at);
+-- Cancels asked for that the painter has not confirmed yet ("Cancelling…"): kept here, so that
+-- a crash in between doesn't turn a cancelled picture into one painted again at the next start.
+CREATE TABLE IF NOT EXISTS cancel_requests (
+    job_id        TEXT PRIMARY KEY REFERENCES jobs (id),
+    requested_at  REAL NOT NULL
+);
 -- Groups upgraded to supergroups: the old id's buttons and allow-list entry still mean the group.
 CREATE TABLE IF NOT EXISTS moved_chats (
     old_chat_id INTEGER PRIMARY KEY,
@@ -267,6 +273,22 @@ class Database:
             sql += f" AND status IN ({', '.join('?' for _ in states)})"
             params.extend(states)
         return await self._write(sql, params) > 0
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._write(
+            "INSERT OR IGNORE INTO cancel_requests (job_id, requested_at) VALUES (?, ?)", (job_id, time.time())
+        )
+
+    async def forget_cancel(self, job_id: str) -> None:
+        await self._write("DELETE FROM cancel_requests WHERE job_id = ?", (job_id,))
+
+    async def pending_cancels(self) -> list[str]:
+        """Unfinished jobs whose cancel was asked for (the others' requests are dropped)."""
+        await self._write(
+            "DELETE FROM cancel_requests WHERE job_id NOT IN "
+            "(SELECT id FROM jobs WHERE status IN ('queued', 'running'))"
+        )
+        return [row["job_id"] for row in await self._all("SELECT job_id FROM cancel_requests")]
 
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> list[str]:
         """A group became a supergroup: its unfinished jobs go on under the new id; their ids.

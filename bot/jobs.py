@@ -319,6 +319,9 @@ class JobService:
         self._moved = await self.db.moved_chats()
         self.config.results_dir.mkdir(parents=True, exist_ok=True)
         self.max_size = await asyncio.to_thread(self._device_max_size)
+        # Before the executor starts: the outcome of a cancel the last run asked for may be among
+        # the first events (a remote painter stopped while the bot was down).
+        self._cancel_requested = set(await self.db.pending_cancels())
         await self.executor.start(self._on_event)
         self._started = True
         self._started_at = time.time()
@@ -634,6 +637,7 @@ class JobService:
         job = await self.db.get_job(job_id)
         if job is None or job.status not in ACTIVE:
             return False
+        await self.db.request_cancel(job_id)
         self._cancel_requested.add(job_id)
         known = await self.executor.cancel(job_id)
         if not known or job.status == "queued":
@@ -763,6 +767,7 @@ class JobService:
         if changed:
             log.info("job %s cancelled", job_id)
             self.spawn(self._close_status(job_id, texts.CANCELLED))
+        await self.db.forget_cancel(job_id)
 
     async def _close_status(self, job_id: str, text: str | None) -> None:
         status = self._status.pop(job_id, None)
@@ -1003,6 +1008,10 @@ class JobService:
             log.info("re-queueing %d job(s) left from the last run", len(jobs))
         for job in jobs:
             try:
+                if job.id in self._cancel_requested:  # asked for before a crash, never confirmed
+                    await self.executor.cancel(job.id)  # a remote painter may be on it still
+                    await self._cancelled(job.id)
+                    continue
                 await self._recover_job(job)
             except Exception:  # one job's trouble (a timeout, a lost file) must not strand the others
                 log.exception("job %s could not be recovered", job.id)

@@ -138,29 +138,31 @@ async def test_two_workers_serve_ten_users_each_result_once(
     assert replies == sorted(bh.msg_id(p) for p in sent)
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
-async def test_the_nst_bot_program_with_workers_paints_without_loading_torch(
-    tg: Any, redis_server: RedisServer, workers: list[Worker], tmp_path: Path
-) -> None:
-    """The scaled set-up's promise: the bot can live on a small machine, torch only on the workers.
-
-    The real ``nst-bot`` program, configured from the environment as in docker-compose.yml.
-    """
+def bot_program(tg: Any, redis_url: str, tmp_path: Path, log: Any) -> subprocess.Popen:
+    """The real ``nst-bot`` program, configured from the environment as in docker-compose.yml."""
     env = {
         **os.environ,
         "TELEGRAM_BOT_TOKEN": tg.token,
         "TELEGRAM_BASE_URL": tg.base_url,
         "TELEGRAM_BASE_FILE_URL": tg.base_file_url,
         "NST_EXECUTOR": "celery",
-        "REDIS_URL": redis_server.url,
+        "REDIS_URL": redis_url,
         "NST_DATA_DIR": str(tmp_path / "data"),
         "NST_SIZE_SMALL": "64",
         "NST_SIZE_MEDIUM": "64",
         "NST_SIZE_LARGE": "64",
     }
-    log = (tmp_path / "bot.log").open("wb")
     # cwd: a folder without a .env, so that only the variables above configure it.
-    bot = subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "bot"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+async def test_the_nst_bot_program_with_workers_paints_without_loading_torch(
+    tg: Any, redis_server: RedisServer, workers: list[Worker], tmp_path: Path
+) -> None:
+    """The scaled set-up's promise: the bot can live on a small machine, torch only on the workers."""
+    log = (tmp_path / "bot.log").open("wb")
+    bot = bot_program(tg, redis_server.url, tmp_path, log)
     try:
         alice = tg.user(401, "Alice")
         chat = tg.private_chat(alice)
@@ -325,4 +327,52 @@ async def test_with_no_worker_online_the_bot_says_so_and_paints_once_one_starts(
         await runner.stop()
         for w in workers:
             w.terminate()
+        server.stop()
+
+
+async def test_a_cancel_the_bot_crashed_before_its_painter_confirmed_stays_a_cancel(
+    tg: Any, tmp_path: Path, worker_logs: Path, preset_cache: Path
+) -> None:
+    """The cancel lived in the bot's memory only: after a SIGKILL during "Cancelling…" the next
+    start put the picture back in line and delivered it, or, with the painter stopping later,
+    left "Painting… 40%" and a Cancel button for good.  Own Redis, and a worker slow enough
+    (400 steps) to be stopped (SIGSTOP) half-way, which holds the confirmation back."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    worker = start_worker(server, "crash", worker_logs, NST_STEPS="400")
+    log = (tmp_path / "bot.log").open("ab")
+    bots: list[subprocess.Popen] = []
+    try:
+        bots.append(bot_program(tg, server.url, tmp_path, log))
+        alice = tg.user(101, "Alice", username="alice")
+        chat = tg.private_chat(alice)
+        tg.send_photo(chat, alice, bh.image_bytes(seed=1), caption="starry-night")
+        await bh.wait_text(tg, chat["id"], "Painting", method="editMessageText", timeout=120)
+        worker.process.send_signal(signal.SIGSTOP)
+        status, data = bh.find_button(tg, chat["id"], "x:")
+        tg.press_button(status, alice, data)
+        await bh.wait_until(lambda: "Cancelling…" in bh.answers(tg), timeout=30, what="'Cancelling…'")
+        bots[0].kill()  # SIGKILL: the bot never hears the painter confirm
+        await asyncio.to_thread(bots[0].wait, 10)
+        worker.process.send_signal(signal.SIGCONT)
+        await bh.wait_until(lambda: ": cancelled" in worker.log.read_text(errors="replace"), timeout=60,
+                            what="the painter to stop")  # fmt: skip
+
+        bots.append(bot_program(tg, server.url, tmp_path, log))
+        (closed,) = await bh.wait_text(tg, chat["id"], "Cancelled", method="editMessageText", timeout=120)
+        assert int(bh.param(closed, "message_id")) == status["message_id"] and not closed.params.get("reply_markup")
+        await bh.settle(3.0)
+        assert photos_in(tg, chat["id"]) == 0
+        assert not any("I restarted" in bh.text_of(r) for r in tg.calls("editMessageText"))
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+        for bot in bots:
+            bot.send_signal(signal.SIGINT)
+            try:
+                await asyncio.to_thread(bot.wait, 30)
+            finally:
+                bot.kill()
+        log.close()
+        worker.kill()
         server.stop()
