@@ -345,9 +345,12 @@ return 1
 #: A worker's outcome.  ARGV: id, worker, now, ttl, kind (done|failed|cancelled), then
 #: for done: image, seconds, width, height, format; for failed: reason, retryable.
 #: Only the first outcome of a job counts (1); later ones are dropped (0).  A job
-#: cancelled while it ran is reported cancelled even if it finished first (2).
+#: cancelled while it ran is reported cancelled even if it finished first (2).  A job
+#: with no record left (cleaned up after its outcome, cancelled while queued, or lost
+#: with Redis's data) is dropped too (3).
 FINISH = f"""
 local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 3 end
 if state ~= 'queued' and state ~= 'running' then return 0 end
 local kind = ARGV[5]
 local result = 1

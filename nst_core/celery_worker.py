@@ -401,6 +401,14 @@ class WorkerRuntime:
         if stored == 0:
             log.info("job %s: %s, but another run already reported it; dropping this copy", job_id, kind)
             return "duplicate"
+        if stored == 3:  # not "another run reported it", which nobody may have
+            log.info(
+                "job %s: %s, but the queue has no record of it any more (reported and cleaned up, cancelled, "
+                "or lost with Redis's data, when the bot puts it back in line); dropping this copy",
+                job_id,
+                kind,
+            )
+            return "duplicate"
         if stored == 2:
             kind = "cancelled"
         self.jobs_done += 1
