@@ -1083,6 +1083,7 @@ class JobService:
             self.executor.device,
             await self.executor.queue_length(),
             self.executor.hold,
+            await self.executor.painters(),
         )
 
 

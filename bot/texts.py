@@ -625,9 +625,11 @@ def stats_text(
     device: str,
     executor_queue: int,
     hold: Hold | None = None,
+    painters: list[str] | None = None,
 ) -> str:
     """``hold``: what keeps the queue from moving; while the queue is unreachable, its length
-    is the last one known, and the stats say so rather than look current."""
+    is the last one known, and the stats say so rather than look current.  ``painters``: a
+    line per worker, in the scaled set-up."""
     avg = f"{avg_seconds:.1f} s" if avg_seconds is not None else "—"
     stale = ", last known" if hold is Hold.UNREACHABLE else ""
     held = f"⚠️ Held: {hold.value}\n" if hold is not None else ""
@@ -638,4 +640,4 @@ def stats_text(
         f"Today: {done} done, {failed} failed\n"
         f"Average job time today: {avg}\n"
         f"Device: {esc(device)}"
-    )
+    ) + "".join(f"\n• {esc(line)}" for line in painters or [])

@@ -354,6 +354,19 @@ class CeleryExecutor(Executor):
         await self._refresh_workers(force=True)
         return list(self._workers)
 
+    async def painters(self) -> list[str]:
+        """Each live worker by its name (``NST_WORKER_NAME``), so that an operator can tell them apart."""
+        try:
+            found = await self.workers()
+        except Exception as exc:
+            if not _is_outage(exc):
+                raise
+            return []  # the stats say the queue is out of reach
+        return [
+            f"{w.name}: {w.description}, {'painting' if w.job else 'idle'}, {w.jobs_done} done"
+            for w in sorted(found, key=lambda w: w.name)
+        ]
+
     # -- talking to redis --------------------------------------------------------------
 
     def _client(self) -> aioredis.Redis:

@@ -234,6 +234,10 @@ class Executor(abc.ABC):
         """
         return None
 
+    async def painters(self) -> list[str]:
+        """A line per painter for the operator (``/stats``); none where ``device`` says it all."""
+        return []
+
     async def position(self, job_id: str) -> int | None:
         """1-based place in the queue (0 = running), None if unknown."""
         return None

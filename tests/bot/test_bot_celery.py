@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bot_helpers import ROOT, BotRunner, FakeTelegram, image_bytes, msg_id, reply_to, text_of, wait_photo
+from bot_helpers import ROOT, BotRunner, FakeTelegram, image_bytes, msg_id, reply_to, text_of, wait_photo, wait_text
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
@@ -51,3 +51,8 @@ async def test_private_flow_on_the_celery_executor(
     photo = tg.send_photo(chat, alice, image_bytes(), caption="great-wave")
     (result,) = await wait_photo(tg, chat["id"], timeout=90)
     assert "Great Wave" in text_of(result) and reply_to(result) == msg_id(photo)
+    # The operator sees each worker by the name docs/scaling.md says /stats shows.
+    admin = tg.user(42, "Admin")  # NST_ADMIN_IDS in the runner's config
+    tg.send_text(tg.private_chat(admin), admin, "/stats")
+    (stats,) = await wait_text(tg, admin["id"], "<b>Stats</b>")
+    assert "• bot-test-worker: " in text_of(stats) and "1 done" in text_of(stats), text_of(stats)
