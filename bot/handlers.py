@@ -761,7 +761,8 @@ async def cmd_cancel(update: Update, context: Context) -> None:
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     waiting = _photo_waits(draft)
     if waiting and n:
-        await reply(message, f"{texts.cancelled_jobs(n, stopping=stopping)}\n{texts.PHOTO_STILL_WAITING}")
+        said = texts.cancelled_jobs(n, stopping=stopping, unreachable=svc.unreachable)
+        await reply(message, f"{said}\n{texts.PHOTO_STILL_WAITING}")
         return
     elsewhere = await svc.active_elsewhere(who.user_id, who.chat_id) if who.in_group and not n else 0
     if not n and not waiting and _next_style(context) is not None:  # "/style x" with no photo yet
@@ -773,7 +774,7 @@ async def cmd_cancel(update: Update, context: Context) -> None:
         await _close_prompt(context, who.chat_id, who.user_id, draft.token, texts.PHOTO_DROPPED)
         await reply(message, texts.photo_dropped(elsewhere))
         return
-    said = texts.cancelled_jobs(n, elsewhere=elsewhere, stopping=stopping)
+    said = texts.cancelled_jobs(n, elsewhere=elsewhere, stopping=stopping, unreachable=svc.unreachable)
     if n and (named := _next_style(context, keep=True)) is not None:  # kept, as a waiting photo is
         said += f"\n{texts.style_still_waits(presets.get(named).short_title)}"
     elif not n and not elsewhere and await _sending(svc, who):  # /queue lists it: say why it stays

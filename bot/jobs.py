@@ -189,7 +189,7 @@ class StatusMessage:
     async def _edit(self, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
         shown, self.text = self.text, text
         self.sent_at = time.monotonic()
-        if markup is None and text != texts.CANCELLING:  # no Cancel button on "Cancelling…"
+        if markup is None and text not in texts.CANCELLING_TEXTS:  # no Cancel button on "Cancelling…"
             markup = self.cancel_markup()
         try:
             await self.service.bot.edit_message_text(
@@ -644,7 +644,7 @@ class JobService:
             # A queued job is gone at once; a running one stops within a step and confirms.
             await self._cancelled(job_id)
         else:  # not "Painting… 40%", nor "safe in the queue" when its queue is out of reach
-            self._status_update(job_id, texts.CANCELLING)
+            self._status_update(job_id, texts.CANCELLING_HELD if self.unreachable else texts.CANCELLING)
         return True
 
     async def active_elsewhere(self, user_id: int, chat_id: int) -> int:
@@ -668,6 +668,11 @@ class JobService:
             if not stopping or time.monotonic() >= deadline:
                 return stopping
             await asyncio.sleep(0.05)
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the queue is out of reach: a cancel then waits, and its painter may finish."""
+        return self.executor.hold is Hold.UNREACHABLE
 
     @property
     def hold(self) -> Hold | None:
@@ -721,7 +726,7 @@ class JobService:
 
     def _status_update(self, job_id: str, text: str) -> None:
         status = self._status.get(job_id)
-        if job_id in self._cancel_requested and text != texts.CANCELLING:
+        if job_id in self._cancel_requested and text not in texts.CANCELLING_TEXTS:
             return  # "Cancelling…" stands until the executor confirms: its progress or place no longer matter
         if status is not None:
             status.update(text)

@@ -358,6 +358,12 @@ DELIVERY_REFUSED = "it was painted, but Telegram refused to take the finished pi
 RESULT_NOT_STORED = "it was painted, but the server could not store the finished picture"
 CANCELLED = "Cancelled. ✋"
 CANCELLING = "✋ Cancelling… the painter stops after its current step."
+#: While the queue is out of reach the painter can't hear the cancel: it may finish the picture,
+#: which is then not sent.
+CANCELLING_HELD = (
+    "✋ Cancelling… the queue is out of reach for a moment: the painter stops once it's back, and nothing is sent."
+)
+CANCELLING_TEXTS = (CANCELLING, CANCELLING_HELD)
 USER_BLOCKED = "user blocked the bot"
 
 
@@ -453,13 +459,19 @@ def photo_dropped(elsewhere: int = 0) -> str:
     return f"{PHOTO_DROPPED}\n{_elsewhere(elsewhere)}" if elsewhere else PHOTO_DROPPED
 
 
-def cancelled_jobs(n: int, *, elsewhere: int = 0, stopping: int = 0) -> str:
+def cancelled_jobs(n: int, *, elsewhere: int = 0, stopping: int = 0, unreachable: bool = False) -> str:
     """``elsewhere``: the user's pictures in other chats, which a group's /cancel leaves alone.
-    ``stopping``: of the ``n``, those whose painter has not confirmed yet (its queue out of reach, say)."""
+    ``stopping``: of the ``n``, those whose painter has not confirmed yet; ``unreachable``: because
+    the queue is out of reach (then the painter can't hear it until the queue is back)."""
     if n == 0:
         if elsewhere:
             return f"You have nothing in the works here. {_elsewhere(elsewhere)}"
         return "You have nothing in the works to cancel."
+    if stopping and unreachable:
+        return (
+            f"Cancelling {_pictures(n)}: the queue is out of reach for a moment, so the painter stops "
+            "once it's back, and nothing is sent. ✋"
+        )
     if stopping:
         return f"Cancelling {_pictures(n)}: the painter stops after its current step. ✋"
     return f"Cancelled {_pictures(n)}. ✋"

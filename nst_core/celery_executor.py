@@ -296,6 +296,9 @@ class CeleryExecutor(Executor):
             if job_id not in self._watch:
                 return False
             self._cancel_later.add(job_id)  # applied when redis is back
+            # Seen here before the loop sees it: the caller tells its user the painter can't hear
+            # the cancel yet (the loop still logs the outage and announces it; _setup clears it).
+            self._outage = True
             return True
         if status == "cancelled":
             await self._finish(job_id, JobCancelled(job_id))

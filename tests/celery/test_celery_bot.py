@@ -218,10 +218,13 @@ async def test_a_picture_cancelled_while_redis_was_down_stays_cancelled_when_red
     redis_server.stop()
     try:
         tg.send_text(chat, carol, "/cancel")
-        # Not "Cancelled 1 picture" while its status says "Cancelling…" for the whole outage.
-        await bh.wait_text(tg, chat["id"], "Cancelling 1 picture: the painter stops", timeout=15)
+        # Not "Cancelled 1 picture" while its status says "Cancelling…" for the whole outage, nor
+        # "the painter stops after its current step", which can't hear it until Redis is back.
+        (said,) = await bh.wait_text(tg, chat["id"], "Cancelling 1 picture: the queue is out of reach", timeout=15)
+        assert "nothing is sent" in bh.text_of(said)
         # Not "safe in the queue … it will continue shortly" after that reply.
-        await bh.wait_text(tg, chat["id"], "Cancelling…", method="editMessageText", timeout=15)
+        (status,) = await bh.wait_text(tg, chat["id"], "Cancelling…", method="editMessageText", timeout=15)
+        assert "the painter stops once it's back" in bh.text_of(status)
     finally:  # it comes back empty, as one without its append-only file does
         shutil.rmtree(redis_server.directory / "appendonlydir", ignore_errors=True)
         (redis_server.directory / "appendonly.aof").unlink(missing_ok=True)
@@ -251,7 +254,7 @@ async def test_a_picture_cancelled_during_an_outage_is_not_sent_when_it_was_pain
     redis_server.stop()
     try:
         tg.send_text(chat, alice, "/cancel")
-        await bh.wait_text(tg, chat["id"], "Cancelling 1 picture", timeout=15)
+        await bh.wait_text(tg, chat["id"], "Cancelling 1 picture: the queue is out of reach", timeout=15)
         await bh.wait_until(
             lambda: "retrying in" in owner.log.read_text(errors="replace"),
             timeout=60,
