@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from telegram import (
+    CallbackQuery,
     ChatMemberUpdated,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -1145,16 +1146,25 @@ async def on_unknown_command(update: Update, context: Context) -> None:
 
 
 # --- buttons --------------------------------------------------------------------------------------
+async def _answer(query: CallbackQuery, text: str | None = None, *, show_alert: bool = False) -> None:
+    """Answer a button press.  One Telegram no longer takes ("query is too old": pressed while
+    the bot was down or busy) is let go: what the press asked for is done all the same."""
+    try:
+        await query.answer(text, show_alert=show_alert)
+    except BadRequest as exc:
+        log.info("a button press could not be answered: %s", exc)
+
+
 async def on_callback(update: Update, context: Context) -> None:
     query = update.callback_query
     assert query is not None
     kind, _, rest = (query.data or "").partition(":")
     handler = _CALLBACKS.get(kind)
     if handler is None or query.message is None or not hasattr(query.message, "chat"):
-        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        await _answer(query, texts.OLD_BUTTON, show_alert=True)
         return
     if kind != "x" and service(context).moved_to(query.message.chat.id):  # Cancel posts nothing: it still works
-        await query.answer(texts.GROUP_UPGRADED, show_alert=True)
+        await _answer(query, texts.GROUP_UPGRADED, show_alert=True)
         return
     await handler(update, context, rest)
 
@@ -1169,26 +1179,26 @@ async def _cb_preset(update: Update, context: Context, rest: str) -> None:
     svc = service(context)
     draft = await svc.db.get_draft(who.chat_id, who.user_id)
     if draft is not None and draft.token == token and not draft.awaiting_style:
-        await query.answer(texts.STYLE_ALREADY_CHOSEN, show_alert=True)
+        await _answer(query, texts.STYLE_ALREADY_CHOSEN, show_alert=True)
         return
     if draft is None or draft.token != token or not draft.awaiting_style or slug not in presets.catalog():
-        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        await _answer(query, texts.OLD_BUTTON, show_alert=True)
         return
     content = ImageRef(draft.content_file_id, draft.content_message_id)
     _next_style(context)  # a style was picked for a photo: one named earlier is not for the next
     settings = svc.style_settings(await svc.prefs(who.user_id))
     if await svc.painted_before(who, content.file_id, slug, None, settings):  # as a typed name is
-        await query.answer(_plain(texts.painted_already(presets.get(slug).short_title)), show_alert=True)
+        await _answer(query, _plain(texts.painted_already(presets.get(slug).short_title)), show_alert=True)
         return
     try:  # refused, the keyboard stays as it is: pressing it again is the way to ask again
         await svc.submit(who, content, preset=slug, settings=settings, then=texts.PRESS_AGAIN)
     except RequestError as exc:
-        await query.answer(_plain(str(exc)), show_alert=True)
+        await _answer(query, _plain(str(exc)), show_alert=True)
         return
     draft.awaiting_style = False
     await svc.db.save_draft(draft)
     title = presets.get(slug).short_title
-    await query.answer(f"{title} it is!")
+    await _answer(query, f"{title} it is!")
     _forget_prompt(context, who.chat_id, who.user_id, token)
     try:  # this very message, whether or not this run of the bot sent it
         await query.edit_message_text(texts.style_chosen(title))
@@ -1216,11 +1226,11 @@ async def _own_job(update: Update, job_id: str, context: Context) -> tuple[JobRo
     assert query is not None
     job = await service(context).db.get_job(job_id)
     if job is None:
-        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        await _answer(query, texts.OLD_BUTTON, show_alert=True)
         return None
     who = await acting_for(update, context, job.user_id, job.user_name)
     if who is None:
-        await query.answer(not_yours(update, job.user_id, texts.NOT_YOUR_BUTTON), show_alert=True)
+        await _answer(query, not_yours(update, job.user_id, texts.NOT_YOUR_BUTTON), show_alert=True)
         return None
     return job, who
 
@@ -1234,9 +1244,9 @@ async def _cb_cancel(update: Update, context: Context, job_id: str) -> None:
     job, _ = owned
     svc = service(context)
     if await svc.cancel(job_id):  # not "Cancelling…" beside a status that says "Cancelled."
-        await query.answer("Cancelling…" if await svc.still_stopping([job_id]) else texts.CANCELLED)
+        await _answer(query, "Cancelling…" if await svc.still_stopping([job_id]) else texts.CANCELLED)
     else:
-        await query.answer(texts.not_cancellable(job.status), show_alert=True)
+        await _answer(query, texts.not_cancellable(job.status), show_alert=True)
 
 
 async def _cb_strength(update: Update, context: Context, job_id: str, delta: int) -> None:
@@ -1249,12 +1259,12 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
     settings = StyleSettings.from_dict(job.settings)
     strength = max(1, min(10, settings.strength + delta))
     if strength == settings.strength:
-        await query.answer(texts.STRONGEST if delta > 0 else texts.WEAKEST, show_alert=True)
+        await _answer(query, texts.STRONGEST if delta > 0 else texts.WEAKEST, show_alert=True)
         return
     svc = service(context)
     wanted = settings.replace(strength=strength)
     if await svc.painted_before(who, job.content_file_id, job.style_preset, job.style_file_id, wanted):
-        await query.answer(texts.already_painted(strength), show_alert=True)
+        await _answer(query, texts.already_painted(strength), show_alert=True)
         return
     style = ImageRef(job.style_file_id, None) if job.style_file_id else None
     try:
@@ -1267,9 +1277,9 @@ async def _cb_strength(update: Update, context: Context, job_id: str, delta: int
             then=texts.PRESS_AGAIN,
         )
     except RequestError as exc:
-        await query.answer(_plain(str(exc)), show_alert=True)
+        await _answer(query, _plain(str(exc)), show_alert=True)
         return
-    await query.answer(f"Painting it {'stronger' if delta > 0 else 'weaker'}: strength {strength}")
+    await _answer(query, f"Painting it {'stronger' if delta > 0 else 'weaker'}: strength {strength}")
 
 
 async def _cb_more(update: Update, context: Context, job_id: str) -> None:
@@ -1294,7 +1304,7 @@ async def _cb_other(update: Update, context: Context, job_id: str) -> None:
     token = old.token if same and old is not None else secrets.token_hex(4)
     draft = Draft(job.chat_id, job.user_id, job.content_file_id, job.content_message_id, token)
     await service(context).db.save_draft(draft)
-    await query.answer()
+    await _answer(query)
     sending = context.bot.send_message(
         job.chat_id,
         texts.ANOTHER_STYLE_GROUP if job.chat_type != "private" else texts.ANOTHER_STYLE,
@@ -1312,7 +1322,7 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
         return
     job, _ = owned
     if not service(context).has_full_size(job):  # said before "Sending…", not after it
-        await query.answer(texts.RESULT_GONE, show_alert=True)
+        await _answer(query, texts.RESULT_GONE, show_alert=True)
         return
     # A double tap sent the file twice: a second press within a few seconds points to the first.
     sent_at: dict[str, float] = context.bot_data.setdefault("full_size_sent", {})
@@ -1320,13 +1330,12 @@ async def _cb_full(update: Update, context: Context, job_id: str) -> None:
     for stale in [j for j, t in sent_at.items() if now - t >= FULL_SIZE_AGAIN_S]:
         del sent_at[stale]
     if job.id in sent_at:
-        await query.answer(texts.FULL_ALREADY_SENT)
+        await _answer(query, texts.FULL_ALREADY_SENT)
         return
     sent_at[job.id] = now
-    # Pressed long ago as far as Telegram knows (it waited behind a slow update of this user's):
-    # "query is too old" mustn't stop the file, nor leave the next press "already on its way".
-    with contextlib.suppress(TelegramError):
-        await query.answer(texts.SENDING_FULL)
+    # Pressed long ago as far as Telegram knows: "query is too old" mustn't stop the file, nor
+    # leave the next press "already on its way".
+    await _answer(query, texts.SENDING_FULL)
     sent: bool | None = None
     try:
         sent = await service(context).send_full_size(job, query.message.message_id)
@@ -1363,17 +1372,17 @@ async def _cb_settings(update: Update, context: Context, rest: str) -> None:
     elif what == "reset":
         new = Prefs()
     elif what != "noop":
-        await query.answer(texts.OLD_BUTTON, show_alert=True)
+        await _answer(query, texts.OLD_BUTTON, show_alert=True)
         return
     if what == "noop":  # the label between − and +
-        await query.answer(texts.USE_THE_STRENGTH_BUTTONS)
+        await _answer(query, texts.USE_THE_STRENGTH_BUTTONS)
         return
     if new == prefs:
-        await query.answer({"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))
+        await _answer(query, {"+1": texts.STRONGEST, "-1": texts.WEAKEST}.get(value, texts.NO_CHANGE))
         return
     await svc.save_prefs(user_id, new)
     text, keyboard = settings_view(new, svc, who)
-    await query.answer("Saved.")
+    await _answer(query, "Saved.")
     try:
         await query.edit_message_text(text, reply_markup=keyboard)
     except TelegramError as exc:
