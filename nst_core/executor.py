@@ -412,13 +412,13 @@ class LocalExecutor(Executor):
             import torch
 
             from nst_core.device import default_size
-            from nst_core.runner import measure_step_cost, warm_up
+            from nst_core.runner import step_cost, warm_up
 
             if self._threads:
                 torch.set_num_threads(self._threads)
             log.info("VGG19 warm on %s in %.1f s", device, warm_up(device))
             self._default_size = default_size(device)
-            cost = measure_step_cost(device)
+            cost = step_cost(device)
             log.info("a step on %s: %.0f ms + %.2f µs per pixel", device, cost.fixed_s * 1e3, cost.per_pixel_s * 1e6)
             loop.call_soon_threadsafe(self._durations.calibrate, cost)
         except Exception as exc:  # the first job will meet the same problem and report it to its user

@@ -112,6 +112,23 @@ def measure_step_cost(device: str, sides: tuple[int, ...] | None = None) -> Step
     return StepCost.fit(timings[0], timings[-1])
 
 
+#: ``step_cost``'s measurements in this process, by device, thread count and dtype.
+_STEP_COSTS: dict[tuple[str, int, str], StepCost] = {}
+
+
+def step_cost(device: str) -> StepCost:
+    """``measure_step_cost``, once per process for a device, thread count and dtype.
+
+    The hardware doesn't change between executors, and timing it takes seconds on a CPU:
+    a process that starts executors again and again (the bot's tests start ~150) paid
+    for it each time.
+    """
+    key = (device, torch.get_num_threads(), str(compute_dtype(device)))
+    if key not in _STEP_COSTS:
+        _STEP_COSTS[key] = measure_step_cost(device)
+    return _STEP_COSTS[key]
+
+
 def user_message(exc: BaseException) -> str:
     """What to tell the user when a job fails."""
     if isinstance(exc, ImageError | SettingsError | PresetError | StylizeError):
