@@ -297,8 +297,9 @@ class CeleryExecutor(Executor):
                 return False
             self._cancel_later.add(job_id)  # applied when redis is back
             # Seen here before the loop sees it: the caller tells its user the painter can't hear
-            # the cancel yet (the loop still logs the outage and announces it; _setup clears it).
-            self._outage = True
+            # the cancel yet.  The loop then sets up again, as after any outage: it applies the
+            # cancel and clears the flag, even after a blip its own reads never met.
+            self._outage, self._ready = True, False
             return True
         if status == "cancelled":
             await self._finish(job_id, JobCancelled(job_id))
